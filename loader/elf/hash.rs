@@ -1,0 +1,399 @@
+//! Symbol tables and their hash tables: GNU hash (with its Bloom filter)
+//! first, SysV hash as the fallback, and glibc's matching rules.
+
+use std::path::Path;
+
+use goblin::elf::sym::{
+    STB_LOCAL, STT_COMMON, STT_FUNC, STT_GNU_IFUNC, STT_NOTYPE, STT_OBJECT, STT_TLS, STV_HIDDEN,
+    STV_INTERNAL,
+};
+use goblin::elf64::sym::Sym;
+
+use super::dynamic::cstr_at;
+use super::versions::VersionTable;
+use super::view::{Table, View};
+use crate::error::{Error, Result};
+
+const SHN_UNDEF: u16 = 0;
+const SHN_ABS: u16 = 0xfff1;
+
+/// The GNU hash of a name (djb2, 32-bit).
+#[inline]
+pub(crate) fn gnu_hash(name: &[u8]) -> u32 {
+    name.iter().fold(5381u32, |h, &c| {
+        h.wrapping_mul(33).wrapping_add(u32::from(c))
+    })
+}
+
+/// The SysV ELF hash of a name.
+#[inline]
+pub(crate) fn sysv_hash(name: &[u8]) -> u32 {
+    let mut h: u32 = 0;
+    for &c in name {
+        h = (h << 4).wrapping_add(u32::from(c));
+        let g = h & 0xf000_0000;
+        if g != 0 {
+            h ^= g >> 24;
+        }
+        h &= !g;
+    }
+    h
+}
+
+/// A symbol name with its hashes computed once for a whole scope walk.
+pub(crate) struct Name<'n> {
+    pub bytes: &'n [u8],
+    pub gnu: u32,
+    pub sysv: u32,
+}
+
+impl<'n> Name<'n> {
+    /// Hashes `bytes`.
+    pub(crate) fn new(bytes: &'n [u8]) -> Name<'n> {
+        Name {
+            bytes,
+            gnu: gnu_hash(bytes),
+            sysv: sysv_hash(bytes),
+        }
+    }
+}
+
+/// A version a lookup asks for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VersionReq<'v> {
+    pub name: &'v [u8],
+    pub hash: u32,
+    /// The request itself is marked hidden (`vna_other & 0x8000`).
+    pub hidden: bool,
+}
+
+/// A validated hash table.
+#[derive(Clone, Copy)]
+pub(crate) enum HashTable<'a> {
+    /// `DT_GNU_HASH`.
+    Gnu {
+        symoffset: u32,
+        shift: u32,
+        bloom: Table<'a, u64>,
+        buckets: Table<'a, u32>,
+        /// The chain array, from its start to the end of its region; only
+        /// entries below the symbol count are ever read.
+        chain_addr: u64,
+        chain: Table<'a, u32>,
+    },
+    /// `DT_HASH`.
+    Sysv {
+        buckets: Table<'a, u32>,
+        chains: Table<'a, u32>,
+    },
+}
+
+impl<'a> HashTable<'a> {
+    /// Reads the GNU hash table if there is one, else the SysV one.
+    pub(crate) fn parse(
+        path: &Path,
+        ro: &View<'a>,
+        gnu: Option<u64>,
+        sysv: Option<u64>,
+    ) -> Result<HashTable<'a>> {
+        let bad = |what: &str, at: u64| Error::malformed(path, what, Some(at));
+        if let Some(a) = gnu {
+            let hdr: Table<u32> = ro
+                .table(a, 4)
+                .ok_or_else(|| bad("DT_GNU_HASH header lies outside the read-only segments", a))?;
+            let (nbuckets, symoffset, bloom_size, shift) = (
+                hdr.get(0).unwrap_or(0),
+                hdr.get(1).unwrap_or(0),
+                hdr.get(2).unwrap_or(0),
+                hdr.get(3).unwrap_or(0),
+            );
+            if nbuckets == 0 || bloom_size == 0 || !bloom_size.is_power_of_two() || shift >= 64 {
+                return Err(bad(
+                    "DT_GNU_HASH: zero buckets, a Bloom size that is not a power of two, or a shift of 64 or more",
+                    a,
+                ));
+            }
+            let bloom_addr = a + 16;
+            let bloom = ro
+                .table::<u64>(bloom_addr, u64::from(bloom_size))
+                .ok_or_else(|| {
+                    bad(
+                        "DT_GNU_HASH Bloom filter lies outside the read-only segments",
+                        bloom_addr,
+                    )
+                })?;
+            let buckets_addr = bloom_addr + 8 * u64::from(bloom_size);
+            let buckets = ro
+                .table::<u32>(buckets_addr, u64::from(nbuckets))
+                .ok_or_else(|| {
+                    bad(
+                        "DT_GNU_HASH buckets lie outside the read-only segments",
+                        buckets_addr,
+                    )
+                })?;
+            let chain_addr = buckets_addr + 4 * u64::from(nbuckets);
+            for (i, b) in buckets.iter().enumerate() {
+                if b != 0 && b < symoffset {
+                    return Err(bad(
+                        &format!("DT_GNU_HASH bucket {i} points below symoffset"),
+                        buckets_addr + 4 * i as u64,
+                    ));
+                }
+            }
+            return Ok(HashTable::Gnu {
+                symoffset,
+                shift,
+                bloom,
+                buckets,
+                chain_addr,
+                chain: Table::empty(),
+            });
+        }
+        if let Some(a) = sysv {
+            let hdr: Table<u32> = ro
+                .table(a, 2)
+                .ok_or_else(|| bad("DT_HASH header lies outside the read-only segments", a))?;
+            let (nbucket, nchain) = (hdr.get(0).unwrap_or(0), hdr.get(1).unwrap_or(0));
+            if nbucket == 0 {
+                return Err(bad("DT_HASH has zero buckets", a));
+            }
+            let buckets = ro
+                .table::<u32>(a + 8, u64::from(nbucket))
+                .ok_or_else(|| bad("DT_HASH buckets lie outside the read-only segments", a + 8))?;
+            let chains_addr = a + 8 + 4 * u64::from(nbucket);
+            let chains = ro
+                .table::<u32>(chains_addr, u64::from(nchain))
+                .ok_or_else(|| {
+                    bad(
+                        "DT_HASH chains lie outside the read-only segments",
+                        chains_addr,
+                    )
+                })?;
+            if buckets.iter().chain(chains.iter()).any(|i| i >= nchain) {
+                return Err(bad("DT_HASH has an index past nchain", a));
+            }
+            return Ok(HashTable::Sysv { buckets, chains });
+        }
+        Err(Error::malformed(
+            path,
+            "no DT_GNU_HASH or DT_HASH: cannot size the symbol table",
+            None,
+        ))
+    }
+
+    /// Counts the symbols (`nchain` for SysV; for GNU hash, the end of the
+    /// longest chain) and finishes validating the GNU chain array.
+    pub(crate) fn symbol_count(&mut self, path: &Path, ro: &View<'a>) -> Result<u64> {
+        match self {
+            HashTable::Sysv { chains, .. } => Ok(chains.len() as u64),
+            HashTable::Gnu {
+                symoffset,
+                buckets,
+                chain_addr,
+                chain,
+                ..
+            } => {
+                let last = buckets.iter().max().unwrap_or(0);
+                if last == 0 {
+                    return Ok(u64::from(*symoffset));
+                }
+                let all = ro.rest(*chain_addr).unwrap_or(&[]);
+                let mut i = last;
+                loop {
+                    let off = 4 * u64::from(i - *symoffset);
+                    let word = all
+                        .get(off as usize..off as usize + 4)
+                        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                        .ok_or_else(|| {
+                            Error::malformed(
+                                path,
+                                "DT_GNU_HASH chain runs past its segment",
+                                Some(*chain_addr + off),
+                            )
+                        })?;
+                    if word & 1 == 1 {
+                        break;
+                    }
+                    i = i.checked_add(1).ok_or_else(|| {
+                        Error::malformed(path, "DT_GNU_HASH chain never ends", Some(*chain_addr))
+                    })?;
+                }
+                let n = u64::from(i) + 1;
+                *chain = ro
+                    .table::<u32>(*chain_addr, n - u64::from(*symoffset))
+                    .ok_or_else(|| {
+                        Error::malformed(
+                            path,
+                            "DT_GNU_HASH chain runs past its segment",
+                            Some(*chain_addr),
+                        )
+                    })?;
+                Ok(n)
+            }
+        }
+    }
+}
+
+/// An object's dynamic symbols, ready for lookups.
+#[derive(Clone)]
+pub(crate) struct SymTab<'a> {
+    pub syms: Table<'a, Sym>,
+    pub strtab: &'a [u8],
+    hash: HashTable<'a>,
+    versym: Option<Table<'a, u16>>,
+    /// Version index → (name, hash) of the versions this object defines.
+    defs: Vec<Option<(Box<[u8]>, u32)>>,
+}
+
+impl<'a> SymTab<'a> {
+    pub(crate) fn new(
+        syms: Table<'a, Sym>,
+        strtab: &'a [u8],
+        hash: HashTable<'a>,
+        versym: Option<Table<'a, u16>>,
+        versions: &VersionTable,
+    ) -> SymTab<'a> {
+        SymTab {
+            syms,
+            strtab,
+            hash,
+            versym,
+            defs: versions.definitions(),
+        }
+    }
+
+    /// Number of symbols.
+    pub(crate) fn len(&self) -> usize {
+        self.syms.len()
+    }
+
+    /// Symbol `i`.
+    #[inline]
+    pub(crate) fn sym(&self, i: usize) -> Option<Sym> {
+        self.syms.get(i)
+    }
+
+    /// The name of a symbol (empty if its offset is bad).
+    #[inline]
+    pub(crate) fn name(&self, sym: &Sym) -> &'a [u8] {
+        cstr_at(self.strtab, u64::from(sym.st_name)).unwrap_or(&[])
+    }
+
+    /// The raw `VERSYM` entry of symbol `i` (1 = global when absent).
+    #[inline]
+    pub(crate) fn versym(&self, i: usize) -> u16 {
+        self.versym.and_then(|v| v.get(i)).unwrap_or(1)
+    }
+
+    /// Whether this table has version information.
+    pub(crate) fn has_versions(&self) -> bool {
+        self.versym.is_some()
+    }
+
+    /// The name of defined version `ndx` (without the hidden bit).
+    pub(crate) fn def_version(&self, ndx: u16) -> Option<&[u8]> {
+        self.defs
+            .get(usize::from(ndx & 0x7fff))
+            .and_then(|d| d.as_ref())
+            .map(|(n, _)| &n[..])
+    }
+
+    /// Finds a definition of `name` (at `version`) with glibc's rules.
+    #[inline]
+    pub(crate) fn lookup(&self, name: &Name, version: Option<&VersionReq>) -> Option<(usize, Sym)> {
+        match &self.hash {
+            HashTable::Gnu {
+                symoffset,
+                shift,
+                bloom,
+                buckets,
+                chain,
+                ..
+            } => {
+                let h = name.gnu;
+                let word = bloom.get(((h / 64) as usize) & (bloom.len() - 1))?;
+                let mask = (1u64 << (h % 64)) | (1u64 << ((h >> shift) % 64));
+                if word & mask != mask {
+                    return None;
+                }
+                let mut i = buckets.get((h % buckets.len() as u32) as usize)?;
+                if i == 0 {
+                    return None;
+                }
+                loop {
+                    let c = chain.get((i - symoffset) as usize)?;
+                    if (c ^ h) >> 1 == 0 {
+                        if let Some(found) = self.check(i as usize, name, version) {
+                            return Some(found);
+                        }
+                    }
+                    if c & 1 == 1 {
+                        return None;
+                    }
+                    i += 1;
+                }
+            }
+            HashTable::Sysv { buckets, chains } => {
+                let mut i = buckets.get((name.sysv % buckets.len() as u32) as usize)?;
+                // Each index is < nchain (validated); bound the walk too.
+                for _ in 0..chains.len() {
+                    if i == 0 {
+                        return None;
+                    }
+                    if let Some(found) = self.check(i as usize, name, version) {
+                        return Some(found);
+                    }
+                    i = chains.get(i as usize)?;
+                }
+                None
+            }
+        }
+    }
+
+    /// glibc's `check_match`: a usable definition of the right name and
+    /// version.
+    #[inline]
+    fn check(&self, i: usize, name: &Name, version: Option<&VersionReq>) -> Option<(usize, Sym)> {
+        let sym = self.syms.get(i)?;
+        let kind = sym.st_info & 0xf;
+        if sym.st_shndx == SHN_UNDEF
+            || (sym.st_value == 0 && sym.st_shndx != SHN_ABS && kind != STT_TLS)
+            || !matches!(
+                kind,
+                STT_NOTYPE | STT_OBJECT | STT_FUNC | STT_COMMON | STT_TLS | STT_GNU_IFUNC
+            )
+            || matches!(sym.st_other & 3, STV_HIDDEN | STV_INTERNAL)
+            || sym.st_info >> 4 == STB_LOCAL
+        {
+            return None;
+        }
+        if self.name(&sym) != name.bytes {
+            return None;
+        }
+        if let Some(vs) = self.versym {
+            let raw = vs.get(i)?;
+            let ndx = raw & 0x7fff;
+            let hidden = raw & 0x8000 != 0;
+            match version {
+                Some(req) => {
+                    let same = self
+                        .defs
+                        .get(usize::from(ndx))
+                        .and_then(|d| d.as_ref())
+                        .is_some_and(|(n, h)| *h == req.hash && &n[..] == req.name);
+                    // A versioned request also takes an unversioned,
+                    // non-hidden definition (the object predates versions).
+                    if !same && (req.hidden || ndx > 1 || hidden) {
+                        return None;
+                    }
+                }
+                None => {
+                    if hidden {
+                        return None;
+                    }
+                }
+            }
+        }
+        Some((i, sym))
+    }
+}

@@ -1,0 +1,307 @@
+//! The host process's own libraries, indexed by soloader itself.
+//!
+//! The objects the system loader mapped (the executable, libc, libm,
+//! ld.so, …) form the global scope that imports are resolved against
+//! first, as glibc's `dlopen(RTLD_LOCAL)` does. Rather than one `dlsym`
+//! per import (which hides versions, types and sizes, and takes glibc's
+//! lock every time), soloader walks them once with `dl_iterate_phdr` and
+//! reads each one's `.dynsym`, hash and version tables with the same
+//! validated code it uses for its own libraries. The index is rebuilt when
+//! `dlpi_adds`/`dlpi_subs` say the set changed.
+//!
+//! Libraries of the glibc family (and `libgcc_s`, `libstdc++`) are never
+//! loaded by soloader: a second libc in one process breaks malloc, stdio,
+//! TLS and locks. When a soloader library needs one that the host does not
+//! have yet, the system loader loads it ([`ensure_loaded`]).
+
+use std::ffi::{CStr, CString};
+use std::os::raw::{c_int, c_void};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use goblin::elf::program_header::{PT_DYNAMIC, PT_LOAD};
+
+use crate::elf::dynamic::{DynInfo, Tables};
+use crate::elf::hash::{Name, SymTab, VersionReq};
+use crate::elf::versions::VersionTable;
+use crate::elf::{LoadSegment, View};
+use crate::error::{Error, Result};
+
+/// One object mapped by the system loader.
+pub(crate) struct HostObject {
+    /// `dlpi_name` (the executable's path for the main program).
+    pub name: String,
+    /// `DT_SONAME`, if any.
+    pub soname: Option<String>,
+    /// Load bias.
+    pub base: usize,
+    /// Its dynamic symbols.
+    pub symtab: SymTab<'static>,
+    /// Its version definitions.
+    pub versions: VersionTable,
+    /// glibc's TLS module id (0 = no TLS).
+    pub tls_modid: usize,
+}
+
+/// The host's objects in `dl_iterate_phdr` order (the executable first).
+pub(crate) struct HostIndex {
+    pub objects: Vec<Arc<HostObject>>,
+    adds: u64,
+    subs: u64,
+}
+
+impl HostIndex {
+    /// Finds a definition in the global scope: the first host object, in
+    /// load order, that defines `name` at `version`.
+    pub(crate) fn lookup(
+        &self,
+        name: &Name,
+        version: Option<&VersionReq>,
+    ) -> Option<(&Arc<HostObject>, goblin::elf64::sym::Sym)> {
+        self.objects
+            .iter()
+            .find_map(|o| o.symtab.lookup(name, version).map(|(_, s)| (o, s)))
+    }
+
+    /// The host object whose `DT_SONAME` or file name is `name`.
+    pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<HostObject>> {
+        self.objects.iter().find(|o| {
+            o.soname.as_deref() == Some(name)
+                || Path::new(&o.name).file_name().is_some_and(|f| f == name)
+        })
+    }
+}
+
+static INDEX: Mutex<Option<Arc<HostIndex>>> = Mutex::new(None);
+
+/// The current index, rebuilt if the system loader's set of objects
+/// changed since it was built.
+pub(crate) fn index() -> Arc<HostIndex> {
+    let (adds, subs) = counters();
+    let mut guard = match INDEX.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    };
+    if let Some(ix) = guard.as_ref() {
+        if ix.adds == adds && ix.subs == subs {
+            return ix.clone();
+        }
+    }
+    let ix = Arc::new(build(adds, subs));
+    *guard = Some(ix.clone());
+    ix
+}
+
+fn counters() -> (u64, u64) {
+    let mut out = (0u64, 0u64);
+    unsafe extern "C" fn cb(
+        info: *mut libc::dl_phdr_info,
+        size: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: glibc passes a valid info of `size` bytes; `data` is our
+        // `out`. dlpi_adds/subs exist when size covers them.
+        unsafe {
+            let out = &mut *(data as *mut (u64, u64));
+            if size >= std::mem::offset_of!(libc::dl_phdr_info, dlpi_tls_modid) {
+                *out = ((*info).dlpi_adds, (*info).dlpi_subs);
+            }
+        }
+        1 // stop after the first object: the counters are global
+    }
+    // SAFETY: the callback only writes `out`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(cb), &mut out as *mut _ as *mut c_void) };
+    out
+}
+
+struct Raw {
+    name: String,
+    base: usize,
+    loads: Vec<LoadSegment>,
+    dynamic: Option<(u64, u64)>,
+    tls_modid: usize,
+}
+
+fn build(adds: u64, subs: u64) -> HostIndex {
+    let mut raws: Vec<Raw> = Vec::new();
+    unsafe extern "C" fn cb(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> c_int {
+        // SAFETY: glibc passes a valid info whose phdr array has dlpi_phnum
+        // entries, alive for the callback; `data` is our Vec.
+        unsafe {
+            let raws = &mut *(data as *mut Vec<Raw>);
+            let info = &*info;
+            let name = if info.dlpi_name.is_null() {
+                String::new()
+            } else {
+                CStr::from_ptr(info.dlpi_name)
+                    .to_string_lossy()
+                    .into_owned()
+            };
+            let mut loads = Vec::new();
+            let mut dynamic = None;
+            for i in 0..usize::from(info.dlpi_phnum) {
+                let ph = &*info.dlpi_phdr.add(i);
+                if ph.p_type == PT_LOAD {
+                    loads.push(LoadSegment {
+                        index: loads.len(),
+                        vaddr: ph.p_vaddr,
+                        memsz: ph.p_memsz,
+                        offset: ph.p_offset,
+                        filesz: ph.p_filesz,
+                        flags: ph.p_flags,
+                    });
+                } else if ph.p_type == PT_DYNAMIC {
+                    dynamic = Some((ph.p_vaddr, ph.p_memsz));
+                }
+            }
+            raws.push(Raw {
+                name,
+                base: info.dlpi_addr as usize,
+                loads,
+                dynamic,
+                tls_modid: info.dlpi_tls_modid,
+            });
+        }
+        0
+    }
+    // SAFETY: the callback only pushes into `raws`, which outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(cb), &mut raws as *mut _ as *mut c_void) };
+
+    let exe = std::fs::read_link("/proc/self/exe")
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "<executable>".into());
+    let objects = raws
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let name = if i == 0 && r.name.is_empty() {
+                exe.clone()
+            } else {
+                r.name.clone()
+            };
+            index_one(name, &r).map(Arc::new)
+        })
+        .collect();
+    HostIndex {
+        objects,
+        adds,
+        subs,
+    }
+}
+
+/// Reads one host object's dynamic symbols with the validated parser. An
+/// object whose tables do not validate is left out of the index.
+fn index_one(name: String, r: &Raw) -> Option<HostObject> {
+    let (dyn_vaddr, dyn_size) = r.dynamic?;
+    // SAFETY: the system loader keeps these segments mapped readable while
+    // the object is loaded; the glibc family is never unloaded, and the
+    // index is rebuilt when dlpi_subs says something was.
+    let view: View<'static> = unsafe { View::of_image(r.base, &r.loads) };
+    let base = r.base as u64;
+    let path = PathBuf::from(&name);
+    // glibc rewrites address entries of .dynamic to run-time addresses;
+    // the vDSO's read-only .dynamic keeps link-time ones.
+    let unbias = move |v: u64| if v >= base && base != 0 { v - base } else { v };
+    let d = DynInfo::parse(&path, &view, dyn_vaddr, dyn_size, unbias).ok()?;
+    let t = Tables::parse(&path, &view, &d).ok()?;
+    Some(HostObject {
+        name,
+        soname: t.soname.clone(),
+        base: r.base,
+        symtab: t.symtab,
+        versions: t.versions,
+        tls_modid: r.tls_modid,
+    })
+}
+
+/// Libraries that are always the system loader's copy in this process.
+const HOST_FAMILY: &[&str] = &[
+    "libc.so",
+    "libm.so",
+    "libpthread.so",
+    "libdl.so",
+    "librt.so",
+    "libresolv.so",
+    "libanl.so",
+    "libutil.so",
+    "libmvec.so",
+    "libBrokenLocale.so",
+    "libc_malloc_debug.so",
+    "libnsl.so",
+    "ld-linux-x86-64.so",
+    "ld-linux.so",
+    "libgcc_s.so",
+    "libstdc++.so",
+];
+
+/// Whether `name` (a `DT_NEEDED` entry or a path) is one of the libraries
+/// soloader always leaves to the system loader.
+pub(crate) fn is_host_family(name: &str) -> bool {
+    let base = Path::new(name)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    HOST_FAMILY
+        .iter()
+        .any(|stem| base == *stem || base.starts_with(&format!("{stem}.")))
+}
+
+/// Handles of libraries soloader asked the system loader for; never closed.
+static DLOPENED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+/// Makes sure the host has `name`, asking the system loader for it when it
+/// does not yet. Returns the host object and whether it was newly loaded.
+pub(crate) fn ensure_loaded(name: &str) -> Result<(Arc<HostObject>, bool)> {
+    if let Some(o) = index().by_name(name) {
+        return Ok((o.clone(), false));
+    }
+    let c = CString::new(name).map_err(|_| Error::Host {
+        name: name.into(),
+        message: "name contains a NUL byte".into(),
+    })?;
+    // SAFETY: dlopen with a valid C string; the handle is kept forever.
+    let h = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if h.is_null() {
+        // SAFETY: dlerror returns a thread-local string or NULL.
+        let msg = unsafe {
+            let e = libc::dlerror();
+            if e.is_null() {
+                "unknown error".to_string()
+            } else {
+                CStr::from_ptr(e).to_string_lossy().into_owned()
+            }
+        };
+        return Err(Error::Host {
+            name: name.into(),
+            message: msg,
+        });
+    }
+    match DLOPENED.lock() {
+        Ok(mut v) => v.push(h as usize),
+        Err(p) => p.into_inner().push(h as usize),
+    }
+    let ix = index();
+    let o = ix.by_name(name).cloned().or_else(|| {
+        // The name may be a link whose target has another file name: find
+        // the object by one of its symbols' addresses via dlinfo.
+        let mut lm: *mut libc::c_void = std::ptr::null_mut();
+        // SAFETY: RTLD_DI_LINKMAP writes a link_map pointer into `lm`.
+        let ok =
+            unsafe { libc::dlinfo(h, libc::RTLD_DI_LINKMAP, &mut lm as *mut _ as *mut c_void) }
+                == 0;
+        if !ok || lm.is_null() {
+            return None;
+        }
+        // SAFETY: link_map starts with l_addr (the load bias).
+        let addr = unsafe { *(lm as *const usize) };
+        ix.objects.iter().find(|o| o.base == addr).cloned()
+    });
+    o.map(|o| (o, true)).ok_or_else(|| Error::Host {
+        name: name.into(),
+        message: "loaded, but not found among the host's objects".into(),
+    })
+}

@@ -1,0 +1,545 @@
+//! The public API: [`Library`], [`Symbol`], [`Options`].
+//!
+//! Shaped like `libloading`: `Library::open`, an `unsafe` typed `get`
+//! returning a [`Symbol`] that borrows the library, and `close`/`Drop`.
+//! Unlike `libloading`, the whole load is visible: the segments, the base
+//! address, and (through [`Options::trace`]) every step.
+
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use crate::elf::hash::{sysv_hash, Name, VersionReq};
+use crate::elf::page_down;
+use crate::error::{Error, Result};
+use crate::host;
+use crate::init;
+use crate::map::{FailPoint, Sys, Syscall};
+use crate::object::{Dep, Found, Module, Object, Scope};
+use crate::registry::{self, Entry, Guard};
+use crate::reloc::Relocator;
+use crate::resolve::{self, Loader, Tree};
+use crate::search::SearchConfig;
+use crate::trace::{Event, TraceSink, Tracer};
+
+/// How to load a library.
+#[derive(Clone, Default)]
+pub struct Options {
+    pub(crate) library_path: Option<Vec<PathBuf>>,
+    pub(crate) tracer: Tracer,
+    pub(crate) fail: Option<FailPoint>,
+}
+
+impl Options {
+    /// Default options: `LD_LIBRARY_PATH` from the environment, no trace.
+    pub fn new() -> Options {
+        Options::default()
+    }
+
+    /// Search these directories instead of the environment's
+    /// `LD_LIBRARY_PATH`.
+    pub fn library_path(mut self, dirs: Vec<PathBuf>) -> Options {
+        self.library_path = Some(dirs);
+        self
+    }
+
+    /// Send every step of the load to `sink`.
+    pub fn trace(mut self, sink: Arc<dyn TraceSink>) -> Options {
+        self.tracer = Tracer(Some(sink));
+        self
+    }
+
+    /// Test hook: make the `nth` (0-based) `call` of each load fail with
+    /// `ENOMEM`, to check that a failed load leaves nothing behind.
+    pub fn fail_syscall(mut self, call: Syscall, nth: usize) -> Options {
+        self.fail = Some(FailPoint {
+            call,
+            nth,
+            seen: Arc::new(AtomicUsize::new(0)),
+        });
+        self
+    }
+}
+
+/// One `PT_LOAD` segment as mapped in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    /// Index of this `PT_LOAD` among the file's `PT_LOAD`s.
+    pub index: usize,
+    /// The page-aligned address range the segment occupies.
+    pub range: Range<usize>,
+    /// The part of `range` mapped from the file (`MAP_PRIVATE`); the rest
+    /// of `range` is anonymous zero pages (`.bss`).
+    pub file_range: Range<usize>,
+    /// File offset of `file_range.start`.
+    pub file_offset: u64,
+    /// `PROT_*` bits the segment was mapped with.
+    pub prot: i32,
+    /// The part of `range` that `PT_GNU_RELRO` made read-only after
+    /// relocation, if any.
+    pub relro: Option<Range<usize>>,
+    /// The zero-initialised part (`p_filesz..p_memsz`), if any, as an
+    /// address range (not page-aligned at its start).
+    pub bss: Option<Range<usize>>,
+}
+
+/// A loaded library. Dropping it (or calling [`Library::close`]) runs its
+/// finalisers and unmaps it once nothing else needs it.
+pub struct Library {
+    obj: Option<Arc<Object>>,
+    tracer: Tracer,
+}
+
+/// A symbol borrowed from a [`Library`]: it cannot outlive the library.
+#[derive(Clone, Copy)]
+pub struct Symbol<'lib, T> {
+    value: T,
+    addr: usize,
+    _lib: PhantomData<&'lib Library>,
+}
+
+impl<T> Symbol<'_, T> {
+    /// The symbol's address.
+    pub fn addr(&self) -> usize {
+        self.addr
+    }
+}
+
+impl<T> std::ops::Deref for Symbol<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl std::fmt::Debug for Library {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Library")
+            .field("path", &self.path())
+            .field("base", &format_args!("{:#x}", self.base()))
+            .finish()
+    }
+}
+
+impl Library {
+    /// Loads the library at `path` (a name without `/` is searched for the
+    /// way `dlopen` does).
+    pub fn open(path: impl AsRef<Path>) -> Result<Library> {
+        Library::open_with(path, &Options::new())
+    }
+
+    /// Loads with explicit options.
+    pub fn open_with(path: impl AsRef<Path>, options: &Options) -> Result<Library> {
+        let name = path.as_ref().to_string_lossy().into_owned();
+        resolve::refuse_host_family(&name)?;
+        let guard = registry::lock();
+        let loader = Loader {
+            tracer: &options.tracer,
+            fail: options.fail.as_ref(),
+            search: SearchConfig::new(options.library_path.as_deref()),
+        };
+        let root_path = loader.find_root(&name)?;
+        let tree = loader.load_tree(&guard.registry(), &root_path)?;
+        let root = tree.root.clone();
+        if !tree.new.is_empty() {
+            let order = resolve::dependency_order(&tree.root, &tree.new);
+            if let Err(e) = link(&loader, &tree, &order) {
+                for o in &tree.new {
+                    o.unmap(&loader.sys(&o.path));
+                }
+                return Err(e);
+            }
+            register(&guard, &tree, &order);
+            initialise(&guard, &order, &options.tracer)?;
+        }
+        if let Some(e) = guard.registry().get_mut(root.id) {
+            e.opens += 1;
+        }
+        options.tracer.emit(|| Event::Loaded {
+            path: root.path.clone(),
+            base: root.mapping.base,
+        });
+        Ok(Library {
+            obj: Some(root),
+            tracer: options.tracer.clone(),
+        })
+    }
+
+    fn obj(&self) -> &Arc<Object> {
+        // SAFETY-free invariant: `obj` is only None inside close/drop.
+        match &self.obj {
+            Some(o) => o,
+            None => unreachable!("Library used after close"),
+        }
+    }
+
+    /// Looks up `name` in the library and then its dependencies,
+    /// breadth-first (as `dlsym` on a handle does), never choosing a
+    /// hidden version. An IFUNC resolves to its resolver's result.
+    ///
+    /// # Safety
+    /// `T` must be the symbol's real type (a function pointer type or a
+    /// raw pointer); calling or dereferencing it runs the library's code.
+    pub unsafe fn get<T: Copy>(&self, name: &str) -> Result<Symbol<'_, T>> {
+        // SAFETY: forwarded contract.
+        unsafe { self.lookup(name, None) }
+    }
+
+    /// Looks up `name` at exactly `version` (this reaches hidden versions,
+    /// like `dlvsym`).
+    ///
+    /// # Safety
+    /// As for [`Library::get`].
+    pub unsafe fn get_versioned<T: Copy>(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Symbol<'_, T>> {
+        // SAFETY: forwarded contract.
+        unsafe { self.lookup(name, Some(version)) }
+    }
+
+    unsafe fn lookup<T: Copy>(&self, name: &str, version: Option<&str>) -> Result<Symbol<'_, T>> {
+        let obj = self.obj();
+        if std::mem::size_of::<T>() != std::mem::size_of::<usize>() {
+            return Err(Error::unsupported(
+                &obj.path,
+                format!(
+                    "get::<T>({name}): T must be pointer-sized (a function pointer or raw pointer)"
+                ),
+            ));
+        }
+        let req = version.map(|v| VersionReq {
+            name: v.as_bytes(),
+            hash: sysv_hash(v.as_bytes()),
+            hidden: false,
+        });
+        let n = Name::new(name.as_bytes());
+        let addr = find(obj, &n, req.as_ref()).ok_or_else(|| Error::SymbolNotFound {
+            path: obj.path.clone(),
+            symbol: name.to_string(),
+            version: version.map(str::to_string),
+        })??;
+        // SAFETY: T is pointer-sized (checked); the caller promises it is
+        // the symbol's type.
+        let value: T = unsafe { std::mem::transmute_copy(&addr) };
+        Ok(Symbol {
+            value,
+            addr,
+            _lib: PhantomData,
+        })
+    }
+
+    /// Unloads now: runs finalisers of everything no longer needed and
+    /// unmaps it.
+    pub fn close(mut self) -> Result<()> {
+        if let Some(o) = self.obj.take() {
+            unload(o, &self.tracer);
+        }
+        Ok(())
+    }
+
+    /// The file loaded.
+    pub fn path(&self) -> &Path {
+        &self.obj().path
+    }
+
+    /// The load bias: the address of virtual address 0 of the file.
+    pub fn base(&self) -> usize {
+        self.obj().mapping.base
+    }
+
+    /// The reserved address range holding every segment.
+    pub fn span(&self) -> Range<usize> {
+        let m = &self.obj().mapping;
+        m.start..m.start + m.len
+    }
+
+    /// The mapped segments.
+    pub fn segments(&self) -> &[Segment] {
+        &self.obj().mapping.segments
+    }
+
+    /// `DT_SONAME`, or the file name.
+    pub fn soname(&self) -> String {
+        self.obj().soname()
+    }
+
+    /// The direct dependencies: for each `DT_NEEDED`, the path of the
+    /// library soloader loaded, or the host's path for a host library.
+    pub fn dependencies(&self) -> Vec<(String, PathBuf, bool)> {
+        let obj = self.obj();
+        let deps = obj.deps.get().map(|d| d.as_slice()).unwrap_or(&[]);
+        obj.tables
+            .needed
+            .iter()
+            .zip(deps)
+            .map(|(name, d)| match d {
+                Dep::Loaded(w) => (
+                    name.clone(),
+                    w.upgrade().map(|o| o.path.clone()).unwrap_or_default(),
+                    false,
+                ),
+                Dep::Host(h) => (name.clone(), PathBuf::from(&h.name), true),
+            })
+            .collect()
+    }
+}
+
+impl Drop for Library {
+    fn drop(&mut self) {
+        if let Some(o) = self.obj.take() {
+            unload(o, &self.tracer);
+        }
+    }
+}
+
+/// Looks `name` up along `obj`'s breadth-first search list.
+fn find(obj: &Arc<Object>, name: &Name, version: Option<&VersionReq>) -> Option<Result<usize>> {
+    for d in obj.search_list.get()? {
+        let found = match d {
+            Dep::Loaded(w) => {
+                let Some(o) = resolve::live(w) else { continue };
+                o.tables
+                    .symtab
+                    .lookup(name, version)
+                    .map(|(_, sym)| Found {
+                        module: Module::Loaded(&o),
+                        sym,
+                    })
+                    .map(|f| f.value(&obj.path, name.bytes))
+            }
+            Dep::Host(h) => h
+                .symtab
+                .lookup(name, version)
+                .map(|(_, sym)| Found {
+                    module: Module::Host(h),
+                    sym,
+                })
+                .map(|f| f.value(&obj.path, name.bytes)),
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// Relocates and protects every new object, dependencies first. Nothing of
+/// the libraries runs here except IFUNC resolvers.
+fn link(loader: &Loader, tree: &Tree, order: &[Arc<Object>]) -> Result<()> {
+    let host = host::index();
+    let list: Vec<Dep> = tree.root.search_list.get().cloned().unwrap_or_default();
+    let loaded: Vec<Arc<Object>> = list
+        .iter()
+        .filter_map(|d| match d {
+            Dep::Loaded(w) => resolve::live(w),
+            Dep::Host(_) => None,
+        })
+        .collect();
+    let mut modules: Vec<Module> = host.objects.iter().map(|h| Module::Host(h)).collect();
+    let mut li = loaded.iter();
+    for d in &list {
+        match d {
+            Dep::Loaded(_) => {
+                if let Some(o) = li.next() {
+                    modules.push(Module::Loaded(o));
+                }
+            }
+            Dep::Host(h) => modules.push(Module::Host(h)),
+        }
+    }
+    let scope = Scope { modules };
+    for o in order {
+        check_versions(o)?;
+        Relocator {
+            obj: o,
+            scope: &scope,
+            tracer: loader.tracer,
+            run_code: true,
+        }
+        .run()?;
+        protect_relro(o, &loader.sys(&o.path))?;
+        init::check(o)?;
+    }
+    Ok(())
+}
+
+/// Every `DT_VERNEED` entry must be defined by the dependency it names
+/// (a weak need only warns, as in glibc).
+fn check_versions(o: &Object) -> Result<()> {
+    let deps = o.deps.get().map(|d| d.as_slice()).unwrap_or(&[]);
+    for need in o.tables.versions.needs() {
+        let file = need.file.as_deref().unwrap_or("");
+        let dep = o
+            .tables
+            .needed
+            .iter()
+            .zip(deps)
+            .find(|(n, _)| n.as_str() == file);
+        let Some((_, dep)) = dep else { continue };
+        let defined = match dep {
+            Dep::Loaded(w) => resolve::live(w).map(|d| d.tables.versions.defines(&need.name)),
+            Dep::Host(h) => Some(h.versions.defines(&need.name)),
+        };
+        if defined == Some(false) && need.flags & crate::elf::versions::VER_FLG_WEAK == 0 {
+            return Err(Error::VersionNotFound {
+                path: o.path.clone(),
+                version: String::from_utf8_lossy(&need.name).into_owned(),
+                dependency: file.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Makes `PT_GNU_RELRO` read-only; both ends rounded down, as glibc does.
+fn protect_relro(o: &Object, sys: &Sys) -> Result<()> {
+    let Some((v, sz)) = o.plan.relro else {
+        return Ok(());
+    };
+    let start = o.addr(page_down(v));
+    let end = o.addr(page_down(v + sz));
+    if end > start {
+        sys.mprotect(start, end - start, libc::PROT_READ, || {
+            "PT_GNU_RELRO".into()
+        })?;
+        sys.tracer.emit(|| Event::Relro {
+            path: o.path.clone(),
+            addr: start,
+            len: end - start,
+        });
+    }
+    Ok(())
+}
+
+fn register(guard: &Guard, tree: &Tree, order: &[Arc<Object>]) {
+    let mut reg = guard.registry();
+    for o in order {
+        let _ = tree;
+        reg.entries.push(Entry {
+            obj: o.clone(),
+            opens: 0,
+            inited: false,
+            finied: false,
+            init_seq: 0,
+            nodelete: o.dynamic.nodelete(),
+        });
+    }
+    if !reg.exit_handler {
+        reg.exit_handler = true;
+        // SAFETY: registering a plain extern "C" function with atexit.
+        unsafe { libc::atexit(finalise_at_exit) };
+    }
+}
+
+/// Runs initialisers, dependencies first. The registry is not borrowed
+/// while library code runs, so constructors may call back into soloader.
+fn initialise(guard: &Guard, order: &[Arc<Object>], tracer: &Tracer) -> Result<()> {
+    for o in order {
+        {
+            let mut reg = guard.registry();
+            let seq = reg.next_init_seq;
+            reg.next_init_seq += 1;
+            match reg.get_mut(o.id) {
+                Some(e) if !e.inited => {
+                    e.inited = true;
+                    e.init_seq = seq;
+                }
+                _ => continue,
+            }
+        }
+        init::run_init(o, tracer)?;
+    }
+    Ok(())
+}
+
+/// Drops one handle on `root`; finalises and unmaps everything that is no
+/// longer reachable from an open handle (or `NODELETE`).
+fn unload(root: Arc<Object>, tracer: &Tracer) {
+    let guard = registry::lock();
+    let dead: Vec<(Arc<Object>, bool)> = {
+        let mut reg = guard.registry();
+        if let Some(e) = reg.get_mut(root.id) {
+            e.opens = e.opens.saturating_sub(1);
+        }
+        // Mark what is still needed: reachable from open handles or
+        // NODELETE objects through dependency edges (cycles included).
+        let mut live: Vec<u64> = Vec::new();
+        let mut stack: Vec<Arc<Object>> = reg
+            .entries
+            .iter()
+            .filter(|e| e.opens > 0 || e.nodelete)
+            .map(|e| e.obj.clone())
+            .collect();
+        while let Some(o) = stack.pop() {
+            if live.contains(&o.id) {
+                continue;
+            }
+            live.push(o.id);
+            for d in o.deps.get().map(|v| v.as_slice()).unwrap_or(&[]) {
+                if let Dep::Loaded(w) = d {
+                    if let Some(x) = w.upgrade() {
+                        stack.push(x);
+                    }
+                }
+            }
+        }
+        let mut dead: Vec<(u64, Arc<Object>, bool)> = reg
+            .entries
+            .iter_mut()
+            .filter(|e| !live.contains(&e.obj.id) && !e.finied)
+            .map(|e| {
+                e.finied = true;
+                (e.init_seq, e.obj.clone(), e.inited)
+            })
+            .collect();
+        // Dependents first: reverse initialisation order.
+        dead.sort_by(|a, b| b.0.cmp(&a.0));
+        dead.into_iter().map(|(_, o, inited)| (o, inited)).collect()
+    };
+    for (o, inited) in &dead {
+        if *inited {
+            init::run_fini(o, tracer);
+        }
+    }
+    for (o, _) in &dead {
+        o.unmap(&Sys {
+            path: &o.path,
+            tracer,
+            fail: None,
+        });
+        tracer.emit(|| Event::Unloaded {
+            path: o.path.clone(),
+        });
+    }
+    let mut reg = guard.registry();
+    reg.entries
+        .retain(|e| !dead.iter().any(|(d, _)| d.id == e.obj.id));
+}
+
+/// At process exit, finalise every library still initialised, dependents
+/// first, as glibc's `_dl_fini` does for its own. Nothing is unmapped: the
+/// process is ending.
+extern "C" fn finalise_at_exit() {
+    let guard = registry::lock();
+    let todo: Vec<Arc<Object>> = {
+        let mut reg = guard.registry();
+        let mut v: Vec<(u64, Arc<Object>)> = reg
+            .entries
+            .iter_mut()
+            .filter(|e| e.inited && !e.finied)
+            .map(|e| {
+                e.finied = true;
+                (e.init_seq, e.obj.clone())
+            })
+            .collect();
+        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.into_iter().map(|(_, o)| o).collect()
+    };
+    for o in &todo {
+        init::run_fini(o, &Tracer::default());
+    }
+}

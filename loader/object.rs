@@ -1,0 +1,297 @@
+//! A loaded object: one file, parsed, validated and mapped; and symbol
+//! lookup across a scope of loaded and host objects.
+
+use std::fs::File;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+
+use goblin::elf::sym::{STT_GNU_IFUNC, STT_TLS};
+use goblin::elf64::sym::Sym;
+
+use crate::elf::dynamic::{DynInfo, Tables};
+use crate::elf::hash::{Name, SymTab, VersionReq};
+use crate::elf::{self, page_down, LoadPlan, View};
+use crate::error::{Error, Result};
+use crate::host::HostObject;
+use crate::map::{self, Mapping, Sys};
+use crate::trace::{Event, Provider};
+
+/// A dependency edge: to a library soloader loaded, or to the host's copy.
+#[derive(Clone)]
+pub(crate) enum Dep {
+    /// Loaded by soloader (weak: the registry owns objects).
+    Loaded(Weak<Object>),
+    /// Mapped by the system loader.
+    Host(Arc<HostObject>),
+}
+
+/// A library soloader mapped.
+pub(crate) struct Object {
+    /// Process-unique id.
+    pub id: u64,
+    /// The file.
+    pub path: PathBuf,
+    /// `(st_dev, st_ino)`: the identity used to load each file once.
+    pub file_id: (u64, u64),
+    /// Where it is.
+    pub mapping: Mapping,
+    /// What the program headers said.
+    pub plan: LoadPlan,
+    /// What the dynamic section said.
+    pub dynamic: DynInfo,
+    /// The validated tables, pointing into the mapping.
+    pub tables: Tables<'static>,
+    /// Direct dependencies, in `DT_NEEDED` order (set once resolved).
+    pub deps: OnceLock<Vec<Dep>>,
+    /// This object and its dependencies, breadth-first: where `get` looks.
+    pub search_list: OnceLock<Vec<Dep>>,
+    /// All relocations applied (IFUNC resolvers in it may be called).
+    pub relocated: AtomicBool,
+    /// Unmapped: nothing may read it any more.
+    pub unmapped: AtomicBool,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Object {
+    /// Opens `path` and returns the file with its identity and size.
+    pub(crate) fn open_file(path: &Path) -> Result<(File, (u64, u64), u64)> {
+        let f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+        let m = f.metadata().map_err(|e| Error::io(path, "fstat", e))?;
+        if !m.is_file() {
+            return Err(Error::malformed(path, "not a regular file", None));
+        }
+        Ok((f, (m.dev(), m.ino()), m.size()))
+    }
+
+    /// Parse, validate and map one file. On error nothing stays mapped.
+    pub(crate) fn load(
+        path: &Path,
+        file: File,
+        file_id: (u64, u64),
+        size: u64,
+        sys: &Sys,
+    ) -> Result<Object> {
+        sys.tracer.emit(|| Event::Open {
+            path: path.to_path_buf(),
+            size,
+        });
+        let plan = read_plan(path, &file, size)?;
+        let mapping = map::map_object(sys, file.as_raw_fd(), &plan)?;
+        drop(file); // as glibc does: the mappings keep the file alive
+        sys.tracer.emit(|| Event::Close {
+            path: path.to_path_buf(),
+        });
+        // SAFETY: the segments were just mapped readable (PT_LOADs without
+        // PF_R are refused by `check_readable`); the mapping lives as long
+        // as the Object, which owns the tables that borrow it, and the
+        // Object unmaps only in `unmap`, after which it is never read.
+        let view: View<'static> = unsafe { View::of_image(mapping.base, &plan.loads) };
+        let parsed = check_readable(path, &plan).and_then(|()| {
+            let d = DynInfo::parse(path, &view, plan.dynamic.0, plan.dynamic.1, |v| v)?;
+            let t = Tables::parse(path, &view, &d)?;
+            Ok((d, t))
+        });
+        let (dynamic, tables) = match parsed {
+            Ok(x) => x,
+            Err(e) => {
+                sys.munmap(mapping.start, mapping.len, "undo failed load");
+                return Err(e);
+            }
+        };
+        let mut obj = Object {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            path: path.to_path_buf(),
+            file_id,
+            mapping,
+            plan,
+            dynamic,
+            tables,
+            deps: OnceLock::new(),
+            search_list: OnceLock::new(),
+            relocated: AtomicBool::new(false),
+            unmapped: AtomicBool::new(false),
+        };
+        obj.note_relro();
+        Ok(obj)
+    }
+
+    fn note_relro(&mut self) {
+        let Some((v, sz)) = self.plan.relro else {
+            return;
+        };
+        let start = self.mapping.base + page_down(v) as usize;
+        let end = self.mapping.base + page_down(v + sz) as usize;
+        if end <= start {
+            return;
+        }
+        for s in &mut self.mapping.segments {
+            if s.range.start < end && start < s.range.end {
+                s.relro = Some(start.max(s.range.start)..end.min(s.range.end));
+            }
+        }
+    }
+
+    /// The name other libraries know this one by (`DT_SONAME`, else the
+    /// file name).
+    pub(crate) fn soname(&self) -> String {
+        self.tables.soname.clone().unwrap_or_else(|| {
+            self.path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+    }
+
+    /// Runtime address of link-time `vaddr`.
+    #[inline]
+    pub(crate) fn addr(&self, vaddr: u64) -> usize {
+        self.mapping.base.wrapping_add(vaddr as usize)
+    }
+
+    /// Unmaps the whole span. The object must not be used afterwards.
+    pub(crate) fn unmap(&self, sys: &Sys) {
+        if !self.unmapped.swap(true, Ordering::AcqRel) {
+            sys.munmap(self.mapping.start, self.mapping.len, "unload");
+        }
+    }
+}
+
+/// Refuses `PT_LOAD`s that are not readable: the loader reads its tables
+/// from the image.
+fn check_readable(path: &Path, plan: &LoadPlan) -> Result<()> {
+    match plan
+        .loads
+        .iter()
+        .find(|l| l.flags & goblin::elf::program_header::PF_R == 0)
+    {
+        Some(l) => Err(Error::unsupported(
+            path,
+            format!("PT_LOAD[{}] is not readable (no PF_R)", l.index),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Reads and checks the ELF header and program headers with one `pread`
+/// (two when the program headers lie beyond the first page).
+pub(crate) fn read_plan(path: &Path, file: &File, size: u64) -> Result<LoadPlan> {
+    let mut head = vec![0u8; (size.min(4096)) as usize];
+    file.read_exact_at(&mut head, 0)
+        .map_err(|e| Error::io(path, "read", e))?;
+    let need = elf::needed_len(path, &head)?;
+    if need > head.len() {
+        if need as u64 > size {
+            return Err(Error::malformed(
+                path,
+                "program headers extend past the end of the file",
+                Some(need as u64),
+            ));
+        }
+        head.resize(need, 0);
+        file.read_exact_at(&mut head, 0)
+            .map_err(|e| Error::io(path, "read", e))?;
+    }
+    elf::parse_plan(path, &head, size)
+}
+
+/// A module in a lookup scope.
+#[derive(Clone, Copy)]
+pub(crate) enum Module<'s> {
+    /// Loaded by soloader.
+    Loaded(&'s Object),
+    /// The system loader's.
+    Host(&'s HostObject),
+}
+
+impl<'s> Module<'s> {
+    pub(crate) fn symtab(&self) -> &'s SymTab<'static> {
+        match self {
+            Module::Loaded(o) => &o.tables.symtab,
+            Module::Host(h) => &h.symtab,
+        }
+    }
+
+    pub(crate) fn base(&self) -> usize {
+        match self {
+            Module::Loaded(o) => o.mapping.base,
+            Module::Host(h) => h.base,
+        }
+    }
+
+    pub(crate) fn provider(&self) -> Provider {
+        match self {
+            Module::Loaded(o) => Provider::Loaded(o.path.clone()),
+            Module::Host(h) => Provider::Host(h.name.clone()),
+        }
+    }
+}
+
+/// A definition found by a lookup.
+#[derive(Clone, Copy)]
+pub(crate) struct Found<'s> {
+    pub module: Module<'s>,
+    pub sym: Sym,
+}
+
+impl Found<'_> {
+    /// Whether the definition is an IFUNC (its address is the resolver's).
+    pub(crate) fn is_ifunc(&self) -> bool {
+        self.sym.st_info & 0xf == STT_GNU_IFUNC
+    }
+
+    /// Whether it is a TLS variable.
+    pub(crate) fn is_tls(&self) -> bool {
+        self.sym.st_info & 0xf == STT_TLS
+    }
+
+    /// The definition's address (for an IFUNC, the resolver's).
+    pub(crate) fn raw_addr(&self) -> usize {
+        self.module.base().wrapping_add(self.sym.st_value as usize)
+    }
+
+    /// The address a caller should use: an IFUNC's resolver is called,
+    /// which is allowed once the defining object is relocated.
+    pub(crate) fn value(&self, path: &Path, name: &[u8]) -> Result<usize> {
+        if !self.is_ifunc() {
+            return Ok(self.raw_addr());
+        }
+        if let Module::Loaded(o) = self.module {
+            if !o.relocated.load(Ordering::Acquire) {
+                return Err(Error::Runtime {
+                    path: path.to_path_buf(),
+                    what: format!(
+                        "IFUNC symbol {} is defined in {}, which is not relocated yet (relink {} with {})",
+                        String::from_utf8_lossy(name),
+                        o.path.display(),
+                        path.display(),
+                        o.path.display()
+                    ),
+                });
+            }
+        }
+        // SAFETY: the defining object is relocated (checked above; host
+        // objects always are), and its IFUNC symbol's value is its resolver.
+        Ok(unsafe { crate::arch::call_ifunc_resolver(self.raw_addr()) })
+    }
+}
+
+/// An ordered list of modules to search.
+pub(crate) struct Scope<'s> {
+    pub modules: Vec<Module<'s>>,
+}
+
+impl<'s> Scope<'s> {
+    /// The first definition of `name` (at `version`) in scope order.
+    #[inline]
+    pub(crate) fn lookup(&self, name: &Name, version: Option<&VersionReq>) -> Option<Found<'s>> {
+        self.modules.iter().find_map(|m| {
+            m.symtab()
+                .lookup(name, version)
+                .map(|(_, sym)| Found { module: *m, sym })
+        })
+    }
+}

@@ -1,0 +1,457 @@
+//! Relocate: one engine, fed by the architecture's constants.
+//!
+//! Order within an object follows glibc: `DT_RELR` packed relatives, then
+//! `DT_REL`, `DT_RELA` and `DT_JMPREL` (bound eagerly); IFUNC-dependent
+//! work waits until everything else in the object is done — symbol
+//! relocations against an IFUNC of this same object first, then
+//! `IRELATIVE`. Every target is checked to lie in a writable `PT_LOAD`
+//! before it is written, and every symbol index to lie in the symbol
+//! table. Each symbol is resolved once per object (a per-index cache), so
+//! the loop does no allocation per entry.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+
+use goblin::elf::program_header::PF_W;
+use goblin::elf::sym::{STB_LOCAL, STB_WEAK, STV_DEFAULT};
+
+use crate::arch::{self, RelocKind};
+use crate::elf::dynamic::RelocTable;
+use crate::elf::hash::{Name, VersionReq};
+use crate::elf::page_size;
+use crate::error::{Error, Result};
+use crate::object::{Found, Module, Object, Scope};
+use crate::trace::{Event, Provider, Tracer};
+
+/// What a relocation pass needs.
+pub(crate) struct Relocator<'s> {
+    pub obj: &'s Object,
+    pub scope: &'s Scope<'s>,
+    pub tracer: &'s Tracer,
+    /// Call IFUNC resolvers (false for `check`: run nothing of the library).
+    pub run_code: bool,
+}
+
+#[derive(Clone, Copy)]
+enum Resolved {
+    /// Not looked up yet.
+    Unknown,
+    /// An address (0 for an undefined weak symbol).
+    Value(usize),
+    /// An IFUNC of an object not relocated yet: resolver address.
+    PendingIfunc(usize),
+}
+
+/// Per-type counts and written pages, kept only when tracing.
+#[derive(Default)]
+struct Stats {
+    by_type: Vec<(&'static str, usize, BTreeSet<usize>)>,
+}
+
+impl Stats {
+    fn add(&mut self, name: &'static str, addr: usize) {
+        let page = addr & !(page_size() - 1);
+        match self.by_type.iter_mut().find(|(n, _, _)| *n == name) {
+            Some((_, c, pages)) => {
+                *c += 1;
+                pages.insert(page);
+            }
+            None => self.by_type.push((name, 1, BTreeSet::from([page]))),
+        }
+    }
+}
+
+struct Pending {
+    target: usize,
+    kind: RelocKind,
+    r_type: u32,
+    sym: usize,
+    addend: i64,
+}
+
+impl Relocator<'_> {
+    fn path(&self) -> &Path {
+        &self.obj.path
+    }
+
+    /// Applies every relocation of the object.
+    pub(crate) fn run(&self) -> Result<()> {
+        let obj = self.obj;
+        if obj.dynamic.textrel {
+            return Err(Error::unsupported(
+                self.path(),
+                "DT_TEXTREL: the library needs its code patched at load time; rebuild it with -fPIC",
+            ));
+        }
+        let writable: Vec<(u64, u64)> = obj
+            .plan
+            .loads
+            .iter()
+            .filter(|l| l.flags & PF_W != 0)
+            .map(|l| (l.vaddr, l.vaddr + l.memsz))
+            .collect();
+        let target = |off: u64| -> Result<usize> {
+            if writable
+                .iter()
+                .any(|&(s, e)| off >= s && off.checked_add(8).is_some_and(|end| end <= e))
+            {
+                Ok(obj.addr(off))
+            } else {
+                Err(Error::malformed(
+                    self.path(),
+                    "relocation target is outside every writable PT_LOAD",
+                    Some(off),
+                ))
+            }
+        };
+        let mut stats = if self.tracer.on() {
+            Some(Stats::default())
+        } else {
+            None
+        };
+        let base = obj.mapping.base;
+
+        // DT_RELR: packed relative relocations.
+        let mut next: u64 = 0;
+        for word in obj.tables.relr.iter() {
+            if word & 1 == 0 {
+                let t = target(word)?;
+                // SAFETY: `t` is 8 bytes inside a writable segment of this
+                // object (checked by `target`).
+                unsafe { add_base(t, base) };
+                if let Some(s) = &mut stats {
+                    s.add(arch::RELR_NAME, t);
+                }
+                next = word.wrapping_add(8);
+            } else {
+                let mut bits = word >> 1;
+                let mut at = next;
+                while bits != 0 {
+                    if bits & 1 == 1 {
+                        let t = target(at)?;
+                        // SAFETY: as above.
+                        unsafe { add_base(t, base) };
+                        if let Some(s) = &mut stats {
+                            s.add(arch::RELR_NAME, t);
+                        }
+                    }
+                    bits >>= 1;
+                    at = at.wrapping_add(8);
+                }
+                next = next.wrapping_add(63 * 8);
+            }
+        }
+
+        let mut cache = vec![Resolved::Unknown; obj.tables.symtab.len()];
+        let mut later: Vec<Pending> = Vec::new();
+        let mut irelative: Vec<(usize, usize)> = Vec::new();
+        for table in &obj.tables.relocs {
+            let n = table.len();
+            for i in 0..n {
+                let (off, info, addend, has_addend) = match table {
+                    RelocTable::Rela(t) => match t.get(i) {
+                        Some(r) => (r.r_offset, r.r_info, r.r_addend, true),
+                        None => continue,
+                    },
+                    RelocTable::Rel(t) => match t.get(i) {
+                        Some(r) => (r.r_offset, r.r_info, 0, false),
+                        None => continue,
+                    },
+                };
+                let r_type = (info & 0xffff_ffff) as u32;
+                let sym = (info >> 32) as usize;
+                let kind = arch::classify(r_type);
+                if kind == RelocKind::None {
+                    continue;
+                }
+                let t = target(off)?;
+                // REL keeps the addend in the word being relocated.
+                // SAFETY: `t` is 8 bytes inside a writable segment.
+                let addend = if has_addend {
+                    addend
+                } else {
+                    unsafe { (t as *const i64).read_unaligned() }
+                };
+                if let Some(s) = &mut stats {
+                    s.add(arch::reloc_name(r_type), t);
+                }
+                match kind {
+                    RelocKind::None => {}
+                    RelocKind::Relative => {
+                        // SAFETY: checked target.
+                        unsafe { write(t, base.wrapping_add(addend as usize)) }
+                    }
+                    RelocKind::IRelative => irelative.push((t, base.wrapping_add(addend as usize))),
+                    RelocKind::Absolute | RelocKind::GlobDat | RelocKind::JumpSlot => {
+                        match self.resolve(sym, &mut cache)? {
+                            Resolved::Value(v) => {
+                                let v = if kind == RelocKind::Absolute { v.wrapping_add(addend as usize) } else { v };
+                                // SAFETY: checked target.
+                                unsafe { write(t, v) }
+                            }
+                            Resolved::PendingIfunc(_) => later.push(Pending {
+                                target: t,
+                                kind,
+                                r_type,
+                                sym,
+                                addend,
+                            }),
+                            Resolved::Unknown => {}
+                        }
+                    }
+                    RelocKind::Copy => {
+                        return Err(Error::unsupported(
+                            self.path(),
+                            format!(
+                                "{} against {}: copy relocations belong in executables, not shared libraries",
+                                arch::reloc_name(r_type),
+                                self.sym_name(sym)
+                            ),
+                        ))
+                    }
+                    RelocKind::DtpMod | RelocKind::DtpOff | RelocKind::TpOff | RelocKind::TlsDesc => {
+                        return Err(Error::unsupported(
+                            self.path(),
+                            format!(
+                                "{} against {}: thread-local storage is not supported yet",
+                                arch::reloc_name(r_type),
+                                self.sym_name(sym)
+                            ),
+                        ))
+                    }
+                    RelocKind::Unsupported => {
+                        return Err(Error::unsupported(
+                            self.path(),
+                            format!("relocation type {} ({}) at {off:#x}", r_type, arch::reloc_name(r_type)),
+                        ))
+                    }
+                }
+            }
+        }
+
+        // Everything but IFUNC work is done: this object's own IFUNC
+        // resolvers may now run.
+        self.obj.relocated.store(true, Ordering::Release);
+        for p in later {
+            let resolver = match cache.get(p.sym) {
+                Some(Resolved::PendingIfunc(r)) => *r,
+                _ => continue,
+            };
+            let v = self.call_resolver(resolver, p.sym)?;
+            let v = if p.kind == RelocKind::Absolute {
+                v.wrapping_add(p.addend as usize)
+            } else {
+                v
+            };
+            let _ = p.r_type;
+            // SAFETY: `p.target` was checked when it was queued.
+            unsafe { write(p.target, v) }
+        }
+        for (t, resolver) in irelative {
+            let v = self.call_resolver(resolver, 0)?;
+            // SAFETY: checked target.
+            unsafe { write(t, v) }
+        }
+
+        if let Some(s) = stats {
+            for (kind, count, pages) in s.by_type {
+                self.tracer.emit(|| Event::Relocations {
+                    path: obj.path.clone(),
+                    kind,
+                    count,
+                    pages: pages.into_iter().collect(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn call_resolver(&self, resolver: usize, sym: usize) -> Result<usize> {
+        if !self.run_code {
+            return Ok(0);
+        }
+        // Resolvers must lie in an executable segment of this object (for
+        // IRELATIVE) or be a checked symbol (for IFUNC symbols).
+        let obj = self.obj;
+        let in_text = obj
+            .mapping
+            .segments
+            .iter()
+            .any(|s| s.prot & libc::PROT_EXEC != 0 && s.range.contains(&resolver));
+        if sym == 0 && !in_text {
+            return Err(Error::malformed(
+                self.path(),
+                "IRELATIVE resolver is outside the executable segments",
+                Some(resolver.wrapping_sub(obj.mapping.base) as u64),
+            ));
+        }
+        // SAFETY: the object is relocated (its IFUNC work aside) and the
+        // resolver lies in its code (or is a validated IFUNC definition).
+        Ok(unsafe { arch::call_ifunc_resolver(resolver) })
+    }
+
+    fn sym_name(&self, i: usize) -> String {
+        let st = &self.obj.tables.symtab;
+        match st.sym(i) {
+            Some(s) if i != 0 => String::from_utf8_lossy(st.name(&s)).into_owned(),
+            _ => format!("symbol #{i}"),
+        }
+    }
+
+    /// Resolves symbol `i` of this object once, through the cache.
+    fn resolve(&self, i: usize, cache: &mut [Resolved]) -> Result<Resolved> {
+        match cache.get(i) {
+            Some(Resolved::Unknown) => {}
+            Some(r) => return Ok(*r),
+            None => {
+                return Err(Error::malformed(
+                    self.path(),
+                    format!("relocation names symbol index {i}, past the symbol table"),
+                    None,
+                ))
+            }
+        }
+        let r = self.lookup(i)?;
+        cache[i] = r;
+        Ok(r)
+    }
+
+    fn lookup(&self, i: usize) -> Result<Resolved> {
+        let obj = self.obj;
+        let st = &obj.tables.symtab;
+        if i == 0 {
+            return Ok(Resolved::Value(0));
+        }
+        let sym = st.sym(i).ok_or_else(|| {
+            Error::malformed(
+                self.path(),
+                format!("symbol index {i} is out of range"),
+                None,
+            )
+        })?;
+        let name_bytes = st.name(&sym);
+        let bind = sym.st_info >> 4;
+        let defined = sym.st_shndx != 0;
+        // Local and non-default-visibility definitions bind to this object.
+        let own = defined && (bind == STB_LOCAL || sym.st_other & 3 != STV_DEFAULT);
+        let raw_ver = st.versym(i);
+        let ndx = usize::from(raw_ver & 0x7fff);
+        let version = if ndx >= 2 {
+            obj.tables.versions.get(ndx).map(|v| VersionReq {
+                name: &v.name,
+                hash: v.hash,
+                hidden: v.hidden,
+            })
+        } else {
+            None
+        };
+        let found = if own {
+            Some(Found {
+                module: Module::Loaded(obj),
+                sym,
+            })
+        } else {
+            let name = Name::new(name_bytes);
+            let symbolic = if obj.dynamic.symbolic {
+                st.lookup(&name, version.as_ref()).map(|(_, s)| Found {
+                    module: Module::Loaded(obj),
+                    sym: s,
+                })
+            } else {
+                None
+            };
+            symbolic.or_else(|| self.scope.lookup(&name, version.as_ref()))
+        };
+        let version_name = || version.map(|v| String::from_utf8_lossy(v.name).into_owned());
+        let Some(f) = found else {
+            if bind == STB_WEAK && !defined {
+                self.tracer.emit(|| Event::Bind {
+                    path: obj.path.clone(),
+                    symbol: String::from_utf8_lossy(name_bytes).into_owned(),
+                    version: version_name(),
+                    provider: Provider::UndefinedWeak,
+                    value: 0,
+                });
+                return Ok(Resolved::Value(0));
+            }
+            return Err(Error::UndefinedSymbol {
+                path: obj.path.clone(),
+                symbol: String::from_utf8_lossy(name_bytes).into_owned(),
+                version: version_name(),
+            });
+        };
+        if f.is_tls() {
+            return Err(Error::unsupported(
+                self.path(),
+                format!(
+                    "symbol {} is a thread-local variable, which is not supported yet",
+                    String::from_utf8_lossy(name_bytes)
+                ),
+            ));
+        }
+        let resolved = if f.is_ifunc() {
+            let pending = match f.module {
+                Module::Loaded(o) => !o.relocated.load(Ordering::Acquire),
+                Module::Host(_) => false,
+            };
+            if pending || !self.run_code {
+                match f.module {
+                    Module::Loaded(o) if o.id != obj.id && self.run_code => {
+                        // Defined in another object that is not relocated
+                        // yet: only possible in a dependency cycle.
+                        return Err(Error::Runtime {
+                            path: obj.path.clone(),
+                            what: format!(
+                                "IFUNC symbol {} is defined in {}, which is not relocated yet (relink {} with {})",
+                                String::from_utf8_lossy(name_bytes),
+                                o.path.display(),
+                                obj.path.display(),
+                                o.path.display()
+                            ),
+                        });
+                    }
+                    _ => Resolved::PendingIfunc(f.raw_addr()),
+                }
+            } else {
+                Resolved::Value(f.value(&obj.path, name_bytes)?)
+            }
+        } else {
+            Resolved::Value(f.raw_addr())
+        };
+        self.tracer.emit(|| Event::Bind {
+            path: obj.path.clone(),
+            symbol: String::from_utf8_lossy(name_bytes).into_owned(),
+            version: version_name(),
+            provider: f.module.provider(),
+            value: match resolved {
+                Resolved::Value(v) => v,
+                _ => f.raw_addr(),
+            },
+        });
+        Ok(resolved)
+    }
+}
+
+/// `*t += base`.
+///
+/// # Safety
+/// `t` must be 8 writable bytes.
+#[inline]
+unsafe fn add_base(t: usize, base: usize) {
+    // SAFETY: the caller guarantees `t` is 8 writable bytes.
+    unsafe {
+        let p = t as *mut usize;
+        p.write_unaligned(p.read_unaligned().wrapping_add(base));
+    }
+}
+
+/// `*t = v`.
+///
+/// # Safety
+/// `t` must be 8 writable bytes.
+#[inline]
+unsafe fn write(t: usize, v: usize) {
+    // SAFETY: the caller guarantees `t` is 8 writable bytes.
+    unsafe { (t as *mut usize).write_unaligned(v) }
+}

@@ -1,0 +1,298 @@
+//! Resolve dependencies: find, load and link up the `DT_NEEDED` tree.
+//!
+//! Breadth-first from the root, as glibc does. Each name is first matched
+//! against what is already loaded (by `DT_SONAME`), then searched for;
+//! each file is loaded at most once (identified by device and inode).
+//! Libraries of the glibc family, and any library the host process already
+//! has, are bound to the host's copy. Everything mapped by a load that
+//! fails is unmapped again.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use crate::error::{Error, Result};
+use crate::host;
+use crate::map::{FailPoint, Sys};
+use crate::object::{Dep, Object};
+use crate::registry::Registry;
+use crate::search::{self, SearchConfig};
+use crate::trace::{Event, Tracer};
+
+/// What a load produced.
+pub(crate) struct Tree {
+    /// The library asked for.
+    pub root: Arc<Object>,
+    /// Objects mapped by this load (not yet in the registry), breadth-first.
+    pub new: Vec<Arc<Object>>,
+}
+
+/// Everything a load needs to know.
+pub(crate) struct Loader<'a> {
+    pub tracer: &'a Tracer,
+    pub fail: Option<&'a FailPoint>,
+    pub search: SearchConfig,
+}
+
+struct Queued {
+    obj: Arc<Object>,
+    /// `DT_RPATH` directories of the objects that loaded this one (glibc
+    /// inherits RPATH along the chain of loaders; RUNPATH is not inherited).
+    inherited_rpath: Vec<PathBuf>,
+}
+
+impl<'a> Loader<'a> {
+    /// The memory calls for work on `path`.
+    pub(crate) fn sys(&self, path: &'a Path) -> Sys<'a> {
+        Sys {
+            path,
+            tracer: self.tracer,
+            fail: self.fail,
+        }
+    }
+
+    fn trying(&self) -> impl FnMut(&Path, &'static str, bool) + '_ {
+        move |p: &Path, source: &'static str, found: bool| {
+            self.tracer.emit(|| Event::SearchTry {
+                path: p.to_path_buf(),
+                source,
+                found,
+            })
+        }
+    }
+
+    /// Finds the root file by path or bare name.
+    pub(crate) fn find_root(&self, name: &str) -> Result<PathBuf> {
+        self.tracer.emit(|| Event::Search {
+            name: name.to_string(),
+            needed_by: None,
+        });
+        let mut on_try = self.trying();
+        search::find_library(name, None, &[], &[], &self.search, &mut on_try)
+    }
+
+    /// Loads `path` and everything it needs that is not loaded yet.
+    pub(crate) fn load_tree(&self, reg: &Registry, path: &Path) -> Result<Tree> {
+        let mut new: Vec<Arc<Object>> = Vec::new();
+        match self.load_tree_inner(reg, path, &mut new) {
+            Ok(root) => Ok(Tree { root, new }),
+            Err(e) => {
+                for o in &new {
+                    o.unmap(&self.sys(&o.path));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn load_tree_inner(
+        &self,
+        reg: &Registry,
+        path: &Path,
+        new: &mut Vec<Arc<Object>>,
+    ) -> Result<Arc<Object>> {
+        let (file, id, size) = Object::open_file(path)?;
+        if let Some(e) = reg.by_file(id) {
+            return Ok(e.obj.clone());
+        }
+        let root = Arc::new(Object::load(path, file, id, size, &self.sys(path))?);
+        new.push(root.clone());
+        let mut queue = VecDeque::from([Queued {
+            obj: root.clone(),
+            inherited_rpath: Vec::new(),
+        }]);
+        while let Some(q) = queue.pop_front() {
+            let obj = &q.obj;
+            let origin = obj.path.parent().unwrap_or(Path::new("/")).to_path_buf();
+            let runpath = obj
+                .tables
+                .runpath
+                .as_deref()
+                .map(|r| search::split_path_list(r, &origin))
+                .unwrap_or_default();
+            // RPATH applies only when the object has no RUNPATH; the
+            // loaders' RPATHs come after its own.
+            let mut rpath = Vec::new();
+            if runpath.is_empty() && obj.tables.runpath.is_none() {
+                if let Some(r) = obj.tables.rpath.as_deref() {
+                    rpath.extend(search::split_path_list(r, &origin));
+                }
+                rpath.extend(q.inherited_rpath.iter().cloned());
+            }
+            let mut deps = Vec::with_capacity(obj.tables.needed.len());
+            for name in &obj.tables.needed {
+                let dep = self.dependency(reg, new, obj, name, &rpath, &runpath, &mut queue)?;
+                deps.push(dep);
+            }
+            let _ = obj.deps.set(deps);
+        }
+        for o in new.iter() {
+            let _ = o.search_list.set(search_list(o));
+        }
+        Ok(root)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn dependency(
+        &self,
+        reg: &Registry,
+        new: &mut Vec<Arc<Object>>,
+        by: &Arc<Object>,
+        name: &str,
+        rpath: &[PathBuf],
+        runpath: &[PathBuf],
+        queue: &mut VecDeque<Queued>,
+    ) -> Result<Dep> {
+        self.tracer.emit(|| Event::Search {
+            name: name.to_string(),
+            needed_by: Some(by.path.clone()),
+        });
+        // Already loaded by soloader under this name?
+        let known = new
+            .iter()
+            .find(|o| o.soname() == name)
+            .cloned()
+            .or_else(|| {
+                reg.entries
+                    .iter()
+                    .find(|e| !e.finied && e.obj.soname() == name)
+                    .map(|e| e.obj.clone())
+            });
+        if let Some(o) = known {
+            return Ok(Dep::Loaded(Arc::downgrade(&o)));
+        }
+        // The host's copy: always for the glibc family, and for anything
+        // the host already has.
+        let ix = host::index();
+        if host::is_host_family(name) || ix.by_name(name).is_some() {
+            let (h, newly_loaded) = host::ensure_loaded(name)?;
+            self.tracer.emit(|| Event::HostLibrary {
+                name: name.to_string(),
+                path: h.name.clone(),
+                newly_loaded,
+            });
+            return Ok(Dep::Host(h));
+        }
+        let mut on_try = self.trying();
+        let path = search::find_library(
+            name,
+            Some(&by.path),
+            rpath,
+            runpath,
+            &self.search,
+            &mut on_try,
+        )?;
+        let (file, id, size) = Object::open_file(&path)?;
+        if let Some(o) = new.iter().find(|o| o.file_id == id) {
+            return Ok(Dep::Loaded(Arc::downgrade(o)));
+        }
+        if let Some(e) = reg.by_file(id) {
+            self.tracer.emit(|| Event::AlreadyLoaded {
+                path: e.obj.path.clone(),
+                refcount: e.opens,
+            });
+            return Ok(Dep::Loaded(Arc::downgrade(&e.obj)));
+        }
+        let obj = Arc::new(Object::load(&path, file, id, size, &self.sys(&path))?);
+        new.push(obj.clone());
+        let mut inherited = rpath.to_vec();
+        inherited.dedup();
+        queue.push_back(Queued {
+            obj: obj.clone(),
+            inherited_rpath: if runpath.is_empty() {
+                inherited
+            } else {
+                Vec::new()
+            },
+        });
+        Ok(Dep::Loaded(Arc::downgrade(&obj)))
+    }
+}
+
+/// `obj` and its dependencies, breadth-first, each once.
+pub(crate) fn search_list(obj: &Arc<Object>) -> Vec<Dep> {
+    let mut out: Vec<Dep> = vec![Dep::Loaded(Arc::downgrade(obj))];
+    let mut seen_loaded: Vec<u64> = vec![obj.id];
+    let mut seen_host: Vec<usize> = Vec::new();
+    let mut i = 0;
+    while i < out.len() {
+        let deps = match &out[i] {
+            Dep::Loaded(w) => w.upgrade().and_then(|o| o.deps.get().cloned()),
+            Dep::Host(_) => None,
+        };
+        for d in deps.unwrap_or_default() {
+            match &d {
+                Dep::Loaded(w) => {
+                    let Some(o) = w.upgrade() else { continue };
+                    if seen_loaded.contains(&o.id) {
+                        continue;
+                    }
+                    seen_loaded.push(o.id);
+                }
+                Dep::Host(h) => {
+                    if seen_host.contains(&h.base) {
+                        continue;
+                    }
+                    seen_host.push(h.base);
+                }
+            }
+            out.push(d);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The new objects in dependency-first order (a depth-first post-order
+/// from the root; cycles are cut where they close).
+pub(crate) fn dependency_order(root: &Arc<Object>, new: &[Arc<Object>]) -> Vec<Arc<Object>> {
+    fn visit(
+        o: &Arc<Object>,
+        new: &[Arc<Object>],
+        seen: &mut Vec<u64>,
+        out: &mut Vec<Arc<Object>>,
+    ) {
+        if seen.contains(&o.id) {
+            return;
+        }
+        seen.push(o.id);
+        for d in o.deps.get().map(|v| v.as_slice()).unwrap_or(&[]) {
+            if let Dep::Loaded(w) = d {
+                if let Some(dep) = w.upgrade() {
+                    visit(&dep, new, seen, out);
+                }
+            }
+        }
+        if new.iter().any(|n| n.id == o.id) {
+            out.push(o.clone());
+        }
+    }
+    let mut out = Vec::new();
+    let mut seen = Vec::new();
+    visit(root, new, &mut seen, &mut out);
+    // Anything unreachable from the root (cannot happen today) goes last.
+    for o in new {
+        if !out.iter().any(|x| x.id == o.id) {
+            out.push(o.clone());
+        }
+    }
+    out
+}
+
+/// Upgrades a weak dependency edge.
+pub(crate) fn live(w: &Weak<Object>) -> Option<Arc<Object>> {
+    w.upgrade()
+        .filter(|o| !o.unmapped.load(std::sync::atomic::Ordering::Acquire))
+}
+
+/// Refuses to load a glibc-family library with soloader.
+pub(crate) fn refuse_host_family(name: &str) -> Result<()> {
+    if host::is_host_family(name) {
+        return Err(Error::unsupported(
+            Path::new(name),
+            "this library belongs to the system loader's family (glibc, libgcc_s, libstdc++): \
+             a second copy in one process would break it; use it through the host",
+        ));
+    }
+    Ok(())
+}
