@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use goblin::elf::program_header::{PT_DYNAMIC, PT_LOAD};
 
 use crate::elf::dynamic::{DynInfo, Tables};
-use crate::elf::hash::{Name, SymTab, VersionReq};
+use crate::elf::hash::SymTab;
 use crate::elf::versions::VersionTable;
 use crate::elf::{LoadSegment, View};
 use crate::error::{Error, Result};
@@ -39,8 +39,6 @@ pub(crate) struct HostObject {
     pub symtab: SymTab<'static>,
     /// Its version definitions.
     pub versions: VersionTable,
-    /// glibc's TLS module id (0 = no TLS).
-    pub tls_modid: usize,
 }
 
 /// The host's objects in `dl_iterate_phdr` order (the executable first).
@@ -51,18 +49,6 @@ pub(crate) struct HostIndex {
 }
 
 impl HostIndex {
-    /// Finds a definition in the global scope: the first host object, in
-    /// load order, that defines `name` at `version`.
-    pub(crate) fn lookup(
-        &self,
-        name: &Name,
-        version: Option<&VersionReq>,
-    ) -> Option<(&Arc<HostObject>, goblin::elf64::sym::Sym)> {
-        self.objects
-            .iter()
-            .find_map(|o| o.symtab.lookup(name, version).map(|(_, s)| (o, s)))
-    }
-
     /// The host object whose `DT_SONAME` or file name is `name`.
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<HostObject>> {
         self.objects.iter().find(|o| {
@@ -119,7 +105,6 @@ struct Raw {
     base: usize,
     loads: Vec<LoadSegment>,
     dynamic: Option<(u64, u64)>,
-    tls_modid: usize,
 }
 
 fn build(adds: u64, subs: u64) -> HostIndex {
@@ -163,7 +148,6 @@ fn build(adds: u64, subs: u64) -> HostIndex {
                 base: info.dlpi_addr as usize,
                 loads,
                 dynamic,
-                tls_modid: info.dlpi_tls_modid,
             });
         }
         0
@@ -214,7 +198,6 @@ fn index_one(name: String, r: &Raw) -> Option<HostObject> {
         base: r.base,
         symtab: t.symtab,
         versions: t.versions,
-        tls_modid: r.tls_modid,
     })
 }
 

@@ -1,4 +1,71 @@
 //! soloader: a userspace dynamic loader for ELF shared libraries.
+//!
+//! soloader does in a library what `ld.so` does inside `dlopen`: it opens
+//! a `.so`, maps its segments from the file with `mmap(MAP_PRIVATE)` so
+//! that text and read-only data stay file-backed and physically shared
+//! with every other process that maps the same file, applies the
+//! relocations (which turns only the pages they touch into private
+//! copy-on-write copies), resolves symbols, runs the constructors, and
+//! hands out typed function pointers.
+//!
+//! ```no_run
+//! let lib = soloader::Library::open("libz.so.1")?;
+//! // SAFETY: zlibVersion is `const char *zlibVersion(void)`.
+//! let version = unsafe { lib.get::<extern "C" fn() -> *const std::ffi::c_char>("zlibVersion")? };
+//! // SAFETY: zlib returns a static NUL-terminated string.
+//! println!("{:?}", unsafe { std::ffi::CStr::from_ptr(version()) });
+//! # Ok::<(), soloader::Error>(())
+//! ```
+//!
+//! # The pipeline
+//!
+//! Data flows forward through one module per stage; no stage reaches back.
+//!
+//! 1. **Find** (`search`): a name with `/` is a path; a bare name is
+//!    searched like `dlopen` does — `DT_RPATH`, `LD_LIBRARY_PATH`,
+//!    `DT_RUNPATH`, `/etc/ld.so.cache`, the default directories — and the
+//!    first regular x86-64 ELF file wins.
+//! 2. **Parse and validate** (`elf`): the ELF header and program headers
+//!    are read with one `pread` and checked into a load plan (sorted,
+//!    non-overlapping, page-congruent `PT_LOAD`s inside the file; one
+//!    `PT_DYNAMIC`; no executable stack). The dynamic section and every
+//!    table it names — strings, symbols, GNU/SysV hash, versions,
+//!    relocations — are read through a bounds-checked view that only hands
+//!    out bytes inside the read-only, file-backed part of a segment. Every
+//!    offset, size and index is checked before use; a bad one is an
+//!    [`Error::Malformed`] naming the file, the field and the offset.
+//! 3. **Map** (`map`): one anonymous `PROT_NONE` reservation of the whole
+//!    span, aligned to the largest `p_align`; each segment mapped from the
+//!    file over it with `MAP_PRIVATE | MAP_FIXED` and its own protections;
+//!    the tail of the last file page of `.bss` zeroed and anonymous pages
+//!    for the rest; the file descriptor closed. Gaps stay `PROT_NONE`.
+//! 4. **Resolve dependencies** (`resolve`): `DT_NEEDED` breadth-first,
+//!    each file loaded once per process (device and inode). The glibc
+//!    family (`libc`, `libm`, `ld.so`, …), `libgcc_s`, `libstdc++` and any
+//!    library the host already has are bound to the host process's copy
+//!    (`host`), never loaded twice.
+//! 5. **Relocate** (`reloc`, with numbers from `arch`): dependencies first,
+//!    in glibc's order. `DT_RELR`, `DT_REL`, `DT_RELA`, `DT_JMPREL`
+//!    (bound eagerly); imports resolved against the host's global scope
+//!    first, then the library and its dependencies breadth-first, with GNU
+//!    hash and Bloom filter and glibc's version rules; IFUNC work last.
+//! 6. **Protect**: `PT_GNU_RELRO` made read-only.
+//! 7. **Initialise** (`init`): `DT_INIT` then `DT_INIT_ARRAY`, each called
+//!    with `(argc, argv, envp)`, dependencies first.
+//! 8. **Use** ([`Library`]): typed lookups that borrow the library.
+//! 9. **Unload**: when no handle and no loaded library needs an object,
+//!    `DT_FINI_ARRAY` backwards then `DT_FINI`, then one `munmap`.
+//!
+//! Two things cut across: the **trace** ([`trace`]), a structured event
+//! for every step (the teaching view and the tests' oracle), and the
+//! **registry** (`registry`), the loaded set behind one reentrant,
+//! fork-safe lock.
+//!
+//! # Trust
+//!
+//! Parsing is safe on any file. Loading runs the library's own code
+//! (IFUNC resolvers, constructors), exactly like `dlopen`: load only
+//! libraries you trust.
 
 #![warn(missing_docs)]
 
@@ -21,3 +88,13 @@ pub use error::{Error, Result};
 pub use library::{Library, Options, Segment, Symbol};
 pub use map::Syscall;
 pub use trace::{Event, Provider, TraceSink, VecSink};
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn library_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<crate::Library>();
+        check::<crate::Options>();
+    }
+}

@@ -144,7 +144,7 @@ impl Library {
         let tree = loader.load_tree(&guard.registry(), &root_path)?;
         let root = tree.root.clone();
         if !tree.new.is_empty() {
-            let order = resolve::dependency_order(&tree.root, &tree.new);
+            let order = resolve::init_order(&tree.root, &tree.new);
             if let Err(e) = link(&loader, &tree, &order) {
                 for o in &tree.new {
                     o.unmap(&loader.sys(&o.path));
@@ -497,7 +497,7 @@ fn unload(root: Arc<Object>, tracer: &Tracer) {
             })
             .collect();
         // Dependents first: reverse initialisation order.
-        dead.sort_by(|a, b| b.0.cmp(&a.0));
+        dead.sort_by_key(|d| std::cmp::Reverse(d.0));
         dead.into_iter().map(|(_, o, inited)| (o, inited)).collect()
     };
     for (o, inited) in &dead {
@@ -536,7 +536,7 @@ extern "C" fn finalise_at_exit() {
                 (e.init_seq, e.obj.clone())
             })
             .collect();
-        v.sort_by(|a, b| b.0.cmp(&a.0));
+        v.sort_by_key(|d| std::cmp::Reverse(d.0));
         v.into_iter().map(|(_, o)| o).collect()
     };
     for o in &todo {

@@ -80,6 +80,12 @@ impl Object {
             size,
         });
         let plan = read_plan(path, &file, size)?;
+        if plan.tls.is_some() {
+            return Err(Error::unsupported(
+                path,
+                "PT_TLS: thread-local storage in libraries soloader loads is not supported yet",
+            ));
+        }
         let mapping = map::map_object(sys, file.as_raw_fd(), &plan)?;
         drop(file); // as glibc does: the mappings keep the file alive
         sys.tracer.emit(|| Event::Close {

@@ -243,15 +243,18 @@ pub(crate) fn search_list(obj: &Arc<Object>) -> Vec<Dep> {
     out
 }
 
-/// The new objects in dependency-first order (a depth-first post-order
-/// from the root; cycles are cut where they close).
-pub(crate) fn dependency_order(root: &Arc<Object>, new: &[Arc<Object>]) -> Vec<Arc<Object>> {
-    fn visit(
-        o: &Arc<Object>,
-        new: &[Arc<Object>],
-        seen: &mut Vec<u64>,
-        out: &mut Vec<Arc<Object>>,
-    ) {
+/// The order in which new objects are relocated and initialised:
+/// dependencies first, exactly as glibc 2.36 orders `l_initfini`.
+///
+/// glibc's `_dl_sort_maps_dfs` walks the breadth-first list from its end,
+/// doing a depth-first traversal over each object's `DT_NEEDED` edges and
+/// prepending each object once all its dependencies are placed (a
+/// reverse post-order); the root is then forced to the front, and
+/// initialisers run over that list backwards. This returns the list in
+/// that backwards (initialisation) order. For a diamond a→{b,c}, b→d, c→d
+/// it gives d, c, b, a, which is what glibc prints.
+pub(crate) fn init_order(root: &Arc<Object>, new: &[Arc<Object>]) -> Vec<Arc<Object>> {
+    fn dfs(o: &Arc<Object>, new: &[Arc<Object>], seen: &mut Vec<u64>, rpo: &mut Vec<Arc<Object>>) {
         if seen.contains(&o.id) {
             return;
         }
@@ -259,24 +262,28 @@ pub(crate) fn dependency_order(root: &Arc<Object>, new: &[Arc<Object>]) -> Vec<A
         for d in o.deps.get().map(|v| v.as_slice()).unwrap_or(&[]) {
             if let Dep::Loaded(w) = d {
                 if let Some(dep) = w.upgrade() {
-                    visit(&dep, new, seen, out);
+                    if new.iter().any(|n| n.id == dep.id) {
+                        dfs(&dep, new, seen, rpo);
+                    }
                 }
             }
         }
-        if new.iter().any(|n| n.id == o.id) {
-            out.push(o.clone());
-        }
+        // Built back to front: pushing here and reversing at the end is
+        // glibc's "*--rpo_head = map".
+        rpo.push(o.clone());
     }
-    let mut out = Vec::new();
+    let mut rpo = Vec::with_capacity(new.len());
     let mut seen = Vec::new();
-    visit(root, new, &mut seen, &mut out);
-    // Anything unreachable from the root (cannot happen today) goes last.
-    for o in new {
-        if !out.iter().any(|x| x.id == o.id) {
-            out.push(o.clone());
-        }
+    for o in new.iter().rev() {
+        dfs(o, new, &mut seen, &mut rpo);
     }
-    out
+    // `rpo` now holds glibc's sorted list reversed, i.e. the init order.
+    // force_first: the root is initialised last.
+    if let Some(pos) = rpo.iter().position(|o| o.id == root.id) {
+        let r = rpo.remove(pos);
+        rpo.push(r);
+    }
+    rpo
 }
 
 /// Upgrades a weak dependency edge.

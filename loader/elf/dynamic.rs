@@ -182,7 +182,6 @@ impl RelocTable<'_> {
 /// Every table the loader needs, each checked to lie inside the object's
 /// read-only, file-backed bytes, with sizes and entry sizes checked.
 pub(crate) struct Tables<'a> {
-    pub strtab: &'a [u8],
     pub symtab: SymTab<'a>,
     pub versions: VersionTable,
     pub needed: Vec<String>,
@@ -336,7 +335,6 @@ impl<'a> Tables<'a> {
         let init_array = array(path, view, "DT_INIT_ARRAY", d.init_array, d.init_arraysz)?;
         let fini_array = array(path, view, "DT_FINI_ARRAY", d.fini_array, d.fini_arraysz)?;
         Ok(Tables {
-            strtab,
             symtab,
             versions,
             needed,

@@ -285,19 +285,6 @@ impl<'a> SymTab<'a> {
         self.versym.and_then(|v| v.get(i)).unwrap_or(1)
     }
 
-    /// Whether this table has version information.
-    pub(crate) fn has_versions(&self) -> bool {
-        self.versym.is_some()
-    }
-
-    /// The name of defined version `ndx` (without the hidden bit).
-    pub(crate) fn def_version(&self, ndx: u16) -> Option<&[u8]> {
-        self.defs
-            .get(usize::from(ndx & 0x7fff))
-            .and_then(|d| d.as_ref())
-            .map(|(n, _)| &n[..])
-    }
-
     /// Finds a definition of `name` (at `version`) with glibc's rules.
     #[inline]
     pub(crate) fn lookup(&self, name: &Name, version: Option<&VersionReq>) -> Option<(usize, Sym)> {

@@ -135,12 +135,6 @@ pub(crate) struct LoadPlan {
     pub relro: Option<(u64, u64)>,
     /// `PT_TLS` program header, if any.
     pub tls: Option<ProgramHeader>,
-    /// `PT_GNU_EH_FRAME` (vaddr, memsz).
-    pub eh_frame_hdr: Option<(u64, u64)>,
-    /// The raw program headers, as the file has them.
-    pub phdrs: Vec<ProgramHeader>,
-    /// `e_phoff`, for `dl_iterate_phdr`-style consumers.
-    pub phoff: u64,
 }
 
 /// Upper bound on the address span an object may ask for (1 TiB): beyond
@@ -159,7 +153,6 @@ pub(crate) fn parse_plan(path: &Path, head: &[u8], file_size: u64) -> Result<Loa
     let mut dynamic = None;
     let mut relro = None;
     let mut tls = None;
-    let mut eh = None;
     let mut align: u64 = page_size() as u64;
     let page = page_size() as u64;
     for (i, ph) in phdrs.iter().enumerate() {
@@ -229,7 +222,6 @@ pub(crate) fn parse_plan(path: &Path, head: &[u8], file_size: u64) -> Result<Loa
                 }
                 tls = Some(*ph)
             }
-            PT_GNU_EH_FRAME => eh = Some((ph.p_vaddr, ph.p_memsz)),
             PT_GNU_STACK if ph.p_flags & PF_X != 0 => {
                 return Err(Error::unsupported(
                     path,
@@ -293,9 +285,6 @@ pub(crate) fn parse_plan(path: &Path, head: &[u8], file_size: u64) -> Result<Loa
         dynamic: (dyn_vaddr, dyn_size),
         relro,
         tls,
-        eh_frame_hdr: eh,
-        phdrs,
-        phoff: h.e_phoff,
     })
 }
 

@@ -7,8 +7,6 @@ use super::dynamic::{cstr_at, DynInfo};
 use super::view::View;
 use crate::error::{Error, Result};
 
-/// `VER_FLG_BASE`: the entry names the file itself.
-const VER_FLG_BASE: u16 = 1;
 /// `VER_FLG_WEAK`: a missing version is only a warning.
 pub(crate) const VER_FLG_WEAK: u16 = 2;
 /// Upper bound on version entries walked (hostile chains).
@@ -61,15 +59,6 @@ impl VersionTable {
             .iter()
             .flatten()
             .any(|v| v.file.is_none() && &v.name[..] == name)
-    }
-
-    /// How many versions are defined (without the base entry).
-    pub(crate) fn defined_count(&self) -> usize {
-        self.slots
-            .iter()
-            .flatten()
-            .filter(|v| v.file.is_none() && v.flags & VER_FLG_BASE == 0)
-            .count()
     }
 
     fn put(&mut self, path: &Path, ndx: u16, v: Version, at: u64) -> Result<()> {

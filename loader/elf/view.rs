@@ -31,27 +31,6 @@ unsafe impl Send for View<'_> {}
 unsafe impl Sync for View<'_> {}
 
 impl<'a> View<'a> {
-    /// A view of the file's bytes: `p_vaddr` maps to `file[p_offset..]`.
-    /// The caller has checked that each segment's file range fits `file`.
-    pub(crate) fn of_file(file: &'a [u8], loads: &[LoadSegment]) -> View<'a> {
-        let regions = loads
-            .iter()
-            .filter_map(|l| {
-                let bytes = file.get(l.offset as usize..(l.offset + l.filesz) as usize)?;
-                Some(Region {
-                    vaddr: l.vaddr,
-                    len: l.filesz,
-                    ptr: bytes.as_ptr(),
-                    writable: l.flags & goblin::elf::program_header::PF_W != 0,
-                })
-            })
-            .collect();
-        View {
-            regions,
-            _life: PhantomData,
-        }
-    }
-
     /// A view of the mapped image at load bias `base`.
     ///
     /// # Safety
@@ -114,13 +93,6 @@ impl<'a> View<'a> {
         self.bytes(vaddr, r.vaddr + r.len - vaddr)
     }
 
-    /// Reads one `T` at `vaddr`.
-    #[inline]
-    pub(crate) fn read<T: Pod>(&self, vaddr: u64) -> Option<T> {
-        let b = self.bytes(vaddr, std::mem::size_of::<T>() as u64)?;
-        super::read(b, 0)
-    }
-
     /// A table of `count` `T`s at `vaddr`, checked to fit.
     pub(crate) fn table<T: Pod>(&self, vaddr: u64, count: u64) -> Option<Table<'a, T>> {
         let size = count.checked_mul(std::mem::size_of::<T>() as u64)?;
@@ -174,10 +146,5 @@ impl<'a, T: Pod> Table<'a, T> {
     {
         let t = *self;
         (0..t.len()).filter_map(move |i| t.get(i))
-    }
-
-    /// The raw bytes.
-    pub(crate) fn bytes(&self) -> &'a [u8] {
-        self.bytes
     }
 }
