@@ -86,6 +86,12 @@ const LIBS: &[Lib] = &[
     ("librpath.so",       &["rpath.c"],       &[RPATH],            &["arith"]),
     // Large text segment, relocated table over several pages.
     ("libbigtext.so",     &["bigtext.c"],     &[],                 &[]),
+    // Thread-local storage: general-dynamic, TLS descriptors, initial-exec
+    // against the host's libc (allowed) and against itself (refused).
+    ("libtls.so",         &["tls.c"],         &[],                 &[]),
+    ("libtls_desc.so",    &["tls.c"],         &["-mtls-dialect=gnu2"], &[]),
+    ("libtls_hostie.so",  &["tls_hostie.c"],  &[],                 &[]),
+    ("libtls_ie.so",      &["tls_ie.c"],      &[],                 &[]),
 ];
 
 /// Libraries built into `OUT_DIR` instead of the testlibs directory: they

@@ -39,6 +39,11 @@ pub(crate) struct HostObject {
     pub symtab: SymTab<'static>,
     /// Its version definitions.
     pub versions: VersionTable,
+    /// glibc's TLS module id (0 = no TLS).
+    pub tls_modid: usize,
+    /// For static TLS: the block's offset from the thread pointer (the
+    /// same in every thread). `None` without TLS or for dynamic TLS.
+    pub tls_offset: Option<isize>,
 }
 
 /// The host's objects in `dl_iterate_phdr` order (the executable first).
@@ -105,6 +110,8 @@ struct Raw {
     base: usize,
     loads: Vec<LoadSegment>,
     dynamic: Option<(u64, u64)>,
+    tls_modid: usize,
+    tls_data: usize,
 }
 
 fn build(adds: u64, subs: u64) -> HostIndex {
@@ -148,6 +155,8 @@ fn build(adds: u64, subs: u64) -> HostIndex {
                 base: info.dlpi_addr as usize,
                 loads,
                 dynamic,
+                tls_modid: info.dlpi_tls_modid,
+                tls_data: info.dlpi_tls_data as usize,
             });
         }
         0
@@ -198,6 +207,12 @@ fn index_one(name: String, r: &Raw) -> Option<HostObject> {
         base: r.base,
         symtab: t.symtab,
         versions: t.versions,
+        tls_modid: r.tls_modid,
+        // dlpi_tls_data is this thread's block: for a module in glibc's
+        // static TLS its distance from the thread pointer is the same in
+        // every thread.
+        tls_offset: (r.tls_modid != 0 && r.tls_data != 0)
+            .then(|| r.tls_data.wrapping_sub(crate::arch::thread_pointer()) as isize),
     })
 }
 

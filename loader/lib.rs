@@ -82,6 +82,7 @@ mod reloc;
 mod resolve;
 #[path = "search_stub.rs"]
 mod search;
+mod tls;
 pub mod trace;
 
 pub use error::{Error, Result};

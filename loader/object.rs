@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use goblin::elf::sym::{STT_GNU_IFUNC, STT_TLS};
 use goblin::elf64::sym::Sym;
@@ -17,6 +17,7 @@ use crate::elf::{self, page_down, LoadPlan, View};
 use crate::error::{Error, Result};
 use crate::host::HostObject;
 use crate::map::{self, Mapping, Sys};
+use crate::tls::{TlsImage, TlsIndex};
 use crate::trace::{Event, Provider};
 
 /// A dependency edge: to a library soloader loaded, or to the host's copy.
@@ -52,6 +53,10 @@ pub(crate) struct Object {
     pub relocated: AtomicBool,
     /// Unmapped: nothing may read it any more.
     pub unmapped: AtomicBool,
+    /// `PT_TLS`: soloader's module id and the image.
+    pub tls: Option<(usize, TlsImage)>,
+    /// Arguments of the TLS descriptors relocation installed.
+    pub tlsdesc_args: Mutex<Vec<Box<TlsIndex>>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -80,12 +85,6 @@ impl Object {
             size,
         });
         let plan = read_plan(path, &file, size)?;
-        if plan.tls.is_some() {
-            return Err(Error::unsupported(
-                path,
-                "PT_TLS: thread-local storage in libraries soloader loads is not supported yet",
-            ));
-        }
         let mapping = map::map_object(sys, file.as_raw_fd(), &plan)?;
         drop(file); // as glibc does: the mappings keep the file alive
         sys.tracer.emit(|| Event::Close {
@@ -99,9 +98,10 @@ impl Object {
         let parsed = check_readable(path, &plan).and_then(|()| {
             let d = DynInfo::parse(path, &view, plan.dynamic.0, plan.dynamic.1, |v| v)?;
             let t = Tables::parse(path, &view, &d)?;
-            Ok((d, t))
+            let tls = tls_image(path, &view, &plan, mapping.base)?;
+            Ok((d, t, tls))
         });
-        let (dynamic, tables) = match parsed {
+        let (dynamic, tables, tls) = match parsed {
             Ok(x) => x,
             Err(e) => {
                 sys.munmap(mapping.start, mapping.len, "undo failed load");
@@ -120,6 +120,8 @@ impl Object {
             search_list: OnceLock::new(),
             relocated: AtomicBool::new(false),
             unmapped: AtomicBool::new(false),
+            tls: tls.map(|image| (crate::tls::register(image), image)),
+            tlsdesc_args: Mutex::new(Vec::new()),
         };
         obj.note_relro();
         Ok(obj)
@@ -161,9 +163,37 @@ impl Object {
     /// Unmaps the whole span. The object must not be used afterwards.
     pub(crate) fn unmap(&self, sys: &Sys) {
         if !self.unmapped.swap(true, Ordering::AcqRel) {
+            if let Some((id, _)) = self.tls {
+                crate::tls::unregister(id);
+            }
             sys.munmap(self.mapping.start, self.mapping.len, "unload");
         }
     }
+}
+
+/// Checks `PT_TLS`: its image must lie in the file-backed bytes.
+fn tls_image(path: &Path, view: &View, plan: &LoadPlan, base: usize) -> Result<Option<TlsImage>> {
+    let Some(ph) = plan.tls else { return Ok(None) };
+    if ph.p_memsz > 1 << 30 || ph.p_align > 1 << 16 {
+        return Err(Error::malformed(
+            path,
+            "PT_TLS block is over 1 GiB or aligned to over 64 KiB",
+            Some(ph.p_vaddr),
+        ));
+    }
+    if ph.p_filesz > 0 && view.bytes(ph.p_vaddr, ph.p_filesz).is_none() {
+        return Err(Error::malformed(
+            path,
+            "PT_TLS image lies outside the file-backed segments",
+            Some(ph.p_vaddr),
+        ));
+    }
+    Ok(Some(TlsImage {
+        addr: base.wrapping_add(ph.p_vaddr as usize),
+        filesz: ph.p_filesz as usize,
+        memsz: ph.p_memsz as usize,
+        align: ph.p_align.max(1) as usize,
+    }))
 }
 
 /// Refuses `PT_LOAD`s that are not readable: the loader reads its tables
@@ -262,6 +292,14 @@ impl Found<'_> {
     /// The address a caller should use: an IFUNC's resolver is called,
     /// which is allowed once the defining object is relocated.
     pub(crate) fn value(&self, path: &Path, name: &[u8]) -> Result<usize> {
+        if self.is_tls() {
+            // The calling thread's copy, as dlsym gives.
+            let module = match self.module {
+                Module::Loaded(o) => o.tls.map(|(id, _)| id).unwrap_or(0),
+                Module::Host(h) => h.tls_modid,
+            };
+            return Ok(crate::tls::address(module, self.sym.st_value as usize));
+        }
         if !self.is_ifunc() {
             return Ok(self.raw_addr());
         }

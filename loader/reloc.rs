@@ -22,6 +22,7 @@ use crate::elf::hash::{Name, VersionReq};
 use crate::elf::page_size;
 use crate::error::{Error, Result};
 use crate::object::{Found, Module, Object, Scope};
+use crate::tls::TlsIndex;
 use crate::trace::{Event, Provider, Tracer};
 
 /// What a relocation pass needs.
@@ -41,6 +42,31 @@ enum Resolved {
     Value(usize),
     /// An IFUNC of an object not relocated yet: resolver address.
     PendingIfunc(usize),
+    /// A thread-local variable.
+    Tls(TlsTarget),
+}
+
+/// Where a thread-local variable lives.
+#[derive(Clone, Copy)]
+struct TlsTarget {
+    /// Module id: soloader's (bit 62 set) or glibc's.
+    module: usize,
+    /// `st_value`: the variable's offset in its module's block.
+    offset: usize,
+    /// For a host module in glibc's static TLS: the block's offset from
+    /// the thread pointer.
+    tp_offset: Option<isize>,
+    /// Defined in a module soloader loaded.
+    own: bool,
+}
+
+/// Functions soloader provides to its libraries in place of the system
+/// loader's: their modules' TLS is soloader's, not glibc's.
+fn provided_by_loader(name: &[u8]) -> Option<usize> {
+    match name {
+        b"__tls_get_addr" => Some(arch::tls_get_addr_entry()),
+        _ => None,
+    }
 }
 
 /// Per-type counts and written pages, kept only when tracing.
@@ -197,7 +223,17 @@ impl Relocator<'_> {
                                 sym,
                                 addend,
                             }),
-                            Resolved::Unknown => {}
+                            Resolved::Unknown | Resolved::Tls(_) => {
+                                return Err(Error::malformed(
+                                    self.path(),
+                                    format!(
+                                        "{} against thread-local symbol {}",
+                                        arch::reloc_name(r_type),
+                                        self.sym_name(sym)
+                                    ),
+                                    Some(off),
+                                ))
+                            }
                         }
                     }
                     RelocKind::Copy => {
@@ -210,15 +246,58 @@ impl Relocator<'_> {
                             ),
                         ))
                     }
-                    RelocKind::DtpMod | RelocKind::DtpOff | RelocKind::TpOff | RelocKind::TlsDesc => {
-                        return Err(Error::unsupported(
-                            self.path(),
-                            format!(
-                                "{} against {}: thread-local storage is not supported yet",
-                                arch::reloc_name(r_type),
-                                self.sym_name(sym)
-                            ),
-                        ))
+                    RelocKind::DtpMod => {
+                        let v = self.tls_target(sym, &mut cache)?;
+                        // SAFETY: checked target.
+                        unsafe { write(t, v.module) }
+                    }
+                    RelocKind::DtpOff => {
+                        let v = self.tls_target(sym, &mut cache)?;
+                        // SAFETY: checked target.
+                        unsafe { write(t, v.offset.wrapping_add(addend as usize)) }
+                    }
+                    RelocKind::TpOff => {
+                        let v = self.tls_target(sym, &mut cache)?;
+                        let Some(tp) = v.tp_offset.filter(|_| !v.own) else {
+                            return Err(Error::unsupported(
+                                self.path(),
+                                format!(
+                                    "initial-exec TLS ({}) against {}{}: its variable would have to live in                                      glibc's static TLS block, which soloader does not own; rebuild with                                      -ftls-model=global-dynamic",
+                                    arch::reloc_name(r_type),
+                                    self.sym_name(sym),
+                                    if v.own { "" } else { " (a host module with dynamic TLS)" }
+                                ),
+                            ));
+                        };
+                        let value = (tp as usize).wrapping_add(v.offset).wrapping_add(addend as usize);
+                        // SAFETY: checked target.
+                        unsafe { write(t, value) }
+                    }
+                    RelocKind::TlsDesc => {
+                        let t2 = target(off.wrapping_add(8))?;
+                        let v = self.tls_target(sym, &mut cache)?;
+                        let offset = v.offset.wrapping_add(addend as usize);
+                        let (entry, arg) = match v.tp_offset.filter(|_| !v.own) {
+                            Some(tp) => (arch::tlsdesc_return_entry(), (tp as usize).wrapping_add(offset)),
+                            None => {
+                                let arg = Box::new(TlsIndex {
+                                    module: v.module,
+                                    offset,
+                                });
+                                let p = &*arg as *const TlsIndex as usize;
+                                match obj.tlsdesc_args.lock() {
+                                    Ok(mut a) => a.push(arg),
+                                    Err(e) => e.into_inner().push(arg),
+                                }
+                                (arch::tlsdesc_dynamic_entry(), p)
+                            }
+                        };
+                        // SAFETY: both words of the descriptor are checked
+                        // targets.
+                        unsafe {
+                            write(t, entry);
+                            write(t2, arg);
+                        }
                     }
                     RelocKind::Unsupported => {
                         return Err(Error::unsupported(
@@ -291,6 +370,47 @@ impl Relocator<'_> {
         Ok(unsafe { arch::call_ifunc_resolver(resolver) })
     }
 
+    /// The thread-local variable a TLS relocation refers to (symbol 0:
+    /// this object's own block, as in local-dynamic code).
+    fn tls_target(&self, sym: usize, cache: &mut [Resolved]) -> Result<TlsTarget> {
+        let own = |offset: usize| -> Result<TlsTarget> {
+            match self.obj.tls {
+                Some((module, _)) => Ok(TlsTarget {
+                    module,
+                    offset,
+                    tp_offset: None,
+                    own: true,
+                }),
+                None => Err(Error::malformed(
+                    self.path(),
+                    "TLS relocation in an object without PT_TLS",
+                    None,
+                )),
+            }
+        };
+        if sym == 0 {
+            return own(0);
+        }
+        match self.resolve(sym, cache)? {
+            Resolved::Tls(t) => Ok(t),
+            // An undefined weak TLS reference: module 0, offset 0.
+            Resolved::Value(0) => Ok(TlsTarget {
+                module: 0,
+                offset: 0,
+                tp_offset: None,
+                own: false,
+            }),
+            _ => Err(Error::malformed(
+                self.path(),
+                format!(
+                    "TLS relocation against {}, which is not thread-local",
+                    self.sym_name(sym)
+                ),
+                None,
+            )),
+        }
+    }
+
     fn sym_name(&self, i: usize) -> String {
         let st = &self.obj.tables.symtab;
         match st.sym(i) {
@@ -346,6 +466,18 @@ impl Relocator<'_> {
         } else {
             None
         };
+        if !own {
+            if let Some(addr) = provided_by_loader(name_bytes) {
+                self.tracer.emit(|| Event::Bind {
+                    path: obj.path.clone(),
+                    symbol: String::from_utf8_lossy(name_bytes).into_owned(),
+                    version: version.map(|v| String::from_utf8_lossy(v.name).into_owned()),
+                    provider: Provider::Loader,
+                    value: addr,
+                });
+                return Ok(Resolved::Value(addr));
+            }
+        }
         let found = if own {
             Some(Found {
                 module: Module::Loaded(obj),
@@ -381,16 +513,29 @@ impl Relocator<'_> {
                 version: version_name(),
             });
         };
-        if f.is_tls() {
-            return Err(Error::unsupported(
-                self.path(),
-                format!(
-                    "symbol {} is a thread-local variable, which is not supported yet",
-                    String::from_utf8_lossy(name_bytes)
-                ),
-            ));
-        }
-        let resolved = if f.is_ifunc() {
+        let resolved = if f.is_tls() {
+            let t = match f.module {
+                Module::Loaded(o) => TlsTarget {
+                    module: o.tls.map(|(id, _)| id).ok_or_else(|| {
+                        Error::malformed(
+                            &o.path,
+                            "thread-local symbol in an object without PT_TLS",
+                            None,
+                        )
+                    })?,
+                    offset: f.sym.st_value as usize,
+                    tp_offset: None,
+                    own: true,
+                },
+                Module::Host(h) => TlsTarget {
+                    module: h.tls_modid,
+                    offset: f.sym.st_value as usize,
+                    tp_offset: h.tls_offset,
+                    own: false,
+                },
+            };
+            Resolved::Tls(t)
+        } else if f.is_ifunc() {
             let pending = match f.module {
                 Module::Loaded(o) => !o.relocated.load(Ordering::Acquire),
                 Module::Host(_) => false,
@@ -426,6 +571,7 @@ impl Relocator<'_> {
             provider: f.module.provider(),
             value: match resolved {
                 Resolved::Value(v) => v,
+                Resolved::Tls(t) => t.offset,
                 _ => f.raw_addr(),
             },
         });

@@ -29,6 +29,9 @@ pub enum Provider {
     Loaded(PathBuf),
     /// Nobody: an undefined weak symbol, bound to 0.
     UndefinedWeak,
+    /// soloader itself: a function the loader provides to its libraries
+    /// (`__tls_get_addr`, …) instead of the system loader's.
+    Loader,
 }
 
 /// One step of a load or unload.

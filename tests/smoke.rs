@@ -22,3 +22,39 @@ fn zlib_version() {
     let s = unsafe { std::ffi::CStr::from_ptr(v()) };
     assert_eq!(s.to_str().unwrap(), "1.2.13");
 }
+
+fn cstr(p: *const std::os::raw::c_char) -> String {
+    unsafe { std::ffi::CStr::from_ptr(p) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn sqlite_version() {
+    let l = Library::open("libsqlite3.so.0").unwrap();
+    let v = unsafe {
+        l.get::<extern "C" fn() -> *const std::os::raw::c_char>("sqlite3_libversion")
+            .unwrap()
+    };
+    assert_eq!(cstr(v()), "3.40.1");
+}
+
+#[test]
+fn crypto_version() {
+    let l = Library::open("libcrypto.so.3").unwrap();
+    let v = unsafe {
+        l.get::<extern "C" fn() -> u64>("OpenSSL_version_num")
+            .unwrap()
+    };
+    assert!(v() > 0x30000000);
+}
+
+#[test]
+fn expat_version() {
+    let l = Library::open("libexpat.so.1").unwrap();
+    let v = unsafe {
+        l.get::<extern "C" fn() -> *const std::os::raw::c_char>("XML_ExpatVersion")
+            .unwrap()
+    };
+    assert!(cstr(v()).starts_with("expat_"));
+}
