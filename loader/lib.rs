@@ -80,7 +80,6 @@ mod object;
 mod registry;
 mod reloc;
 mod resolve;
-#[path = "search_stub.rs"]
 mod search;
 mod tls;
 pub mod trace;
