@@ -92,6 +92,8 @@ const LIBS: &[Lib] = &[
     ("libtls_desc.so",    &["tls.c"],         &["-mtls-dialect=gnu2"], &[]),
     ("libtls_hostie.so",  &["tls_hostie.c"],  &[],                 &[]),
     ("libtls_ie.so",      &["tls_ie.c"],      &[],                 &[]),
+    // The C++ library: exceptions, libstdc++, static ctors, thread_local.
+    ("libcxx.so",         &["cxx.cc"],        &["-std=c++17"],     &[]),
 ];
 
 /// Libraries built into `OUT_DIR` instead of the testlibs directory: they

@@ -216,6 +216,24 @@ fn index_one(name: String, r: &Raw) -> Option<HostObject> {
     })
 }
 
+/// The address of a function the host provides (`__register_frame` …),
+/// loading `library` with the system loader first if no host object
+/// defines it yet.
+pub(crate) fn function(name: &str, library: &str) -> Option<usize> {
+    let n = crate::elf::hash::Name::new(name.as_bytes());
+    let find = |ix: &HostIndex| {
+        ix.objects.iter().find_map(|o| {
+            o.symtab
+                .lookup(&n, None)
+                .map(|(_, s)| o.base + s.st_value as usize)
+        })
+    };
+    find(&index()).or_else(|| {
+        ensure_loaded(library).ok()?;
+        find(&index())
+    })
+}
+
 /// Libraries that are always the system loader's copy in this process.
 const HOST_FAMILY: &[&str] = &[
     "libc.so",

@@ -70,6 +70,7 @@
 #![warn(missing_docs)]
 
 mod arch;
+mod dl;
 mod elf;
 pub mod error;
 mod host;
@@ -83,6 +84,7 @@ mod resolve;
 mod search;
 mod tls;
 pub mod trace;
+mod unwind;
 
 pub use error::{Error, Result};
 pub use library::{Library, Options, Segment, Symbol};

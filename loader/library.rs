@@ -363,6 +363,7 @@ fn link(loader: &Loader, tree: &Tree, order: &[Arc<Object>]) -> Result<()> {
         .run()?;
         protect_relro(o, &loader.sys(&o.path))?;
         init::check(o)?;
+        o.register_eh_frame();
     }
     Ok(())
 }
@@ -456,22 +457,49 @@ fn initialise(guard: &Guard, order: &[Arc<Object>], tracer: &Tracer) -> Result<(
     Ok(())
 }
 
-/// Drops one handle on `root`; finalises and unmaps everything that is no
-/// longer reachable from an open handle (or `NODELETE`).
+/// Drops one handle on `root`, then unloads whatever is no longer needed.
 fn unload(root: Arc<Object>, tracer: &Tracer) {
     let guard = registry::lock();
+    if let Some(e) = guard.registry().get_mut(root.id) {
+        e.opens = e.opens.saturating_sub(1);
+    }
+    drop(root);
+    sweep(&guard, tracer);
+}
+
+/// Unloads whatever became unneeded when a thread's destructors released
+/// the last pin on an object.
+pub(crate) fn collect() {
+    let guard = registry::lock();
+    sweep(&guard, &Tracer::default());
+}
+
+/// The loaded object whose span contains `addr`.
+pub(crate) fn object_containing(addr: usize) -> Option<Arc<Object>> {
+    let guard = registry::lock();
+    let reg = guard.registry();
+    reg.entries
+        .iter()
+        .find(|e| e.obj.contains(addr))
+        .map(|e| e.obj.clone())
+}
+
+/// Finalises and unmaps every object that is not reachable from an open
+/// handle, a `NODELETE` object or a pending thread-exit destructor.
+fn sweep(guard: &Guard, tracer: &Tracer) {
     let dead: Vec<(Arc<Object>, bool)> = {
         let mut reg = guard.registry();
-        if let Some(e) = reg.get_mut(root.id) {
-            e.opens = e.opens.saturating_sub(1);
-        }
-        // Mark what is still needed: reachable from open handles or
-        // NODELETE objects through dependency edges (cycles included).
+        // Mark what is still needed, following dependency edges (cycles
+        // included).
         let mut live: Vec<u64> = Vec::new();
         let mut stack: Vec<Arc<Object>> = reg
             .entries
             .iter()
-            .filter(|e| e.opens > 0 || e.nodelete)
+            .filter(|e| {
+                e.opens > 0
+                    || e.nodelete
+                    || e.obj.pins.load(std::sync::atomic::Ordering::Acquire) > 0
+            })
             .map(|e| e.obj.clone())
             .collect();
         while let Some(o) = stack.pop() {
@@ -500,6 +528,9 @@ fn unload(root: Arc<Object>, tracer: &Tracer) {
         dead.sort_by_key(|d| std::cmp::Reverse(d.0));
         dead.into_iter().map(|(_, o, inited)| (o, inited)).collect()
     };
+    if dead.is_empty() {
+        return;
+    }
     for (o, inited) in &dead {
         if *inited {
             init::run_fini(o, tracer);

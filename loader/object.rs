@@ -5,7 +5,7 @@ use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use goblin::elf::sym::{STT_GNU_IFUNC, STT_TLS};
@@ -55,8 +55,18 @@ pub(crate) struct Object {
     pub unmapped: AtomicBool,
     /// `PT_TLS`: soloader's module id and the image.
     pub tls: Option<(usize, TlsImage)>,
-    /// Arguments of the TLS descriptors relocation installed.
+    /// Arguments of the TLS descriptors relocation installed. Boxed: the
+    /// descriptors hold their addresses, which must not move when the
+    /// vector grows.
+    #[allow(clippy::vec_box)]
     pub tlsdesc_args: Mutex<Vec<Box<TlsIndex>>>,
+    /// Start of `.eh_frame`, for the unwinder.
+    pub eh_frame: Option<usize>,
+    /// `.eh_frame` is registered with the host's unwinder.
+    pub eh_registered: AtomicBool,
+    /// Thread-exit destructors registered by this object that have not
+    /// run yet: while non-zero the object stays mapped.
+    pub pins: AtomicUsize,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -99,9 +109,13 @@ impl Object {
             let d = DynInfo::parse(path, &view, plan.dynamic.0, plan.dynamic.1, |v| v)?;
             let t = Tables::parse(path, &view, &d)?;
             let tls = tls_image(path, &view, &plan, mapping.base)?;
-            Ok((d, t, tls))
+            let eh = match plan.eh_frame_hdr {
+                Some(hdr) => crate::unwind::eh_frame_start(path, &view, hdr, mapping.base)?,
+                None => None,
+            };
+            Ok((d, t, tls, eh))
         });
-        let (dynamic, tables, tls) = match parsed {
+        let (dynamic, tables, tls, eh_frame) = match parsed {
             Ok(x) => x,
             Err(e) => {
                 sys.munmap(mapping.start, mapping.len, "undo failed load");
@@ -122,6 +136,9 @@ impl Object {
             unmapped: AtomicBool::new(false),
             tls: tls.map(|image| (crate::tls::register(image), image)),
             tlsdesc_args: Mutex::new(Vec::new()),
+            eh_frame,
+            eh_registered: AtomicBool::new(false),
+            pins: AtomicUsize::new(0),
         };
         obj.note_relro();
         Ok(obj)
@@ -160,11 +177,31 @@ impl Object {
         self.mapping.base.wrapping_add(vaddr as usize)
     }
 
+    /// Registers `.eh_frame` with the unwinder (after relocation).
+    pub(crate) fn register_eh_frame(&self) {
+        if let Some(eh) = self.eh_frame {
+            if !self.eh_registered.load(Ordering::Acquire) && crate::unwind::register(eh) {
+                self.eh_registered.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Whether `addr` lies in this object's reserved span.
+    pub(crate) fn contains(&self, addr: usize) -> bool {
+        addr >= self.mapping.start && addr < self.mapping.start + self.mapping.len
+    }
+
     /// Unmaps the whole span. The object must not be used afterwards.
     pub(crate) fn unmap(&self, sys: &Sys) {
         if !self.unmapped.swap(true, Ordering::AcqRel) {
             if let Some((id, _)) = self.tls {
                 crate::tls::unregister(id);
+            }
+            if let (Some(eh), true) = (
+                self.eh_frame,
+                self.eh_registered.swap(false, Ordering::AcqRel),
+            ) {
+                crate::unwind::deregister(eh);
             }
             sys.munmap(self.mapping.start, self.mapping.len, "unload");
         }

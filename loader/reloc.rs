@@ -60,15 +60,6 @@ struct TlsTarget {
     own: bool,
 }
 
-/// Functions soloader provides to its libraries in place of the system
-/// loader's: their modules' TLS is soloader's, not glibc's.
-fn provided_by_loader(name: &[u8]) -> Option<usize> {
-    match name {
-        b"__tls_get_addr" => Some(arch::tls_get_addr_entry()),
-        _ => None,
-    }
-}
-
 /// Per-type counts and written pages, kept only when tracing.
 #[derive(Default)]
 struct Stats {
@@ -467,7 +458,7 @@ impl Relocator<'_> {
             None
         };
         if !own {
-            if let Some(addr) = provided_by_loader(name_bytes) {
+            if let Some(addr) = crate::dl::provided(name_bytes) {
                 self.tracer.emit(|| Event::Bind {
                     path: obj.path.clone(),
                     symbol: String::from_utf8_lossy(name_bytes).into_owned(),

@@ -764,7 +764,7 @@ fn entry(strings: &[u8], flags: u32, key: u32, value: u32, hwcap: u64) -> Option
 /// The `glibc-hwcaps` names from the extension directory at file offset
 /// `ext`, as glibc's `cache_extension_load`: none if anything is off.
 fn hwcaps_names(b: &[u8], ext: usize) -> Vec<Option<Vec<u8>>> {
-    if ext == 0 || ext % 4 != 0 || u32_at(b, ext) != Some(EXT_MAGIC) {
+    if ext == 0 || !ext.is_multiple_of(4) || u32_at(b, ext) != Some(EXT_MAGIC) {
         return Vec::new();
     }
     let Some(count) = u32_at(b, ext + 4) else {

@@ -359,7 +359,7 @@ fn prot_string(prot: i32) -> String {
 }
 
 fn size_string(n: usize) -> String {
-    if n >= 1024 && n % 1024 == 0 {
+    if n >= 1024 && n & 1023 == 0 {
         format!("{} KiB", n / 1024)
     } else {
         format!("{n} B")

@@ -135,6 +135,8 @@ pub(crate) struct LoadPlan {
     pub relro: Option<(u64, u64)>,
     /// `PT_TLS` program header, if any.
     pub tls: Option<ProgramHeader>,
+    /// `PT_GNU_EH_FRAME` (vaddr, size): the unwinder's index.
+    pub eh_frame_hdr: Option<(u64, u64)>,
 }
 
 /// Upper bound on the address span an object may ask for (1 TiB): beyond
@@ -153,6 +155,7 @@ pub(crate) fn parse_plan(path: &Path, head: &[u8], file_size: u64) -> Result<Loa
     let mut dynamic = None;
     let mut relro = None;
     let mut tls = None;
+    let mut eh_frame_hdr = None;
     let mut align: u64 = page_size() as u64;
     let page = page_size() as u64;
     for (i, ph) in phdrs.iter().enumerate() {
@@ -222,6 +225,7 @@ pub(crate) fn parse_plan(path: &Path, head: &[u8], file_size: u64) -> Result<Loa
                 }
                 tls = Some(*ph)
             }
+            PT_GNU_EH_FRAME => eh_frame_hdr = Some((ph.p_vaddr, ph.p_memsz)),
             PT_GNU_STACK if ph.p_flags & PF_X != 0 => {
                 return Err(Error::unsupported(
                     path,
@@ -285,6 +289,7 @@ pub(crate) fn parse_plan(path: &Path, head: &[u8], file_size: u64) -> Result<Loa
         dynamic: (dyn_vaddr, dyn_size),
         relro,
         tls,
+        eh_frame_hdr,
     })
 }
 
@@ -352,7 +357,7 @@ pub(crate) fn parse_header(path: &Path, head: &[u8]) -> Result<Header> {
             56,
         ));
     }
-    if h.e_phoff < std::mem::size_of::<Header>() as u64 || h.e_phoff % 8 != 0 {
+    if h.e_phoff < std::mem::size_of::<Header>() as u64 || !h.e_phoff.is_multiple_of(8) {
         return Err(bad("e_phoff overlaps the ELF header or is misaligned", 32));
     }
     Ok(h)
