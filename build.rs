@@ -94,6 +94,9 @@ const LIBS: &[Lib] = &[
     ("libtls_ie.so",      &["tls_ie.c"],      &[],                 &[]),
     // The C++ library: exceptions, libstdc++, static ctors, thread_local.
     ("libcxx.so",         &["cxx.cc"],        &["-std=c++17"],     &[]),
+    // A library that dlopens a plugin found through its own $ORIGIN.
+    ("libplugin_impl.so", &["plugin_impl.c"], &[],                 &[]),
+    ("libpluginhost.so",  &["pluginhost.c"],  &[RUNPATH],          &[]),
 ];
 
 /// Libraries built into `OUT_DIR` instead of the testlibs directory: they

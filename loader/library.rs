@@ -132,15 +132,36 @@ impl Library {
 
     /// Loads with explicit options.
     pub fn open_with(path: impl AsRef<Path>, options: &Options) -> Result<Library> {
-        let name = path.as_ref().to_string_lossy().into_owned();
-        resolve::refuse_host_family(&name)?;
+        Library::open_from(&path.as_ref().to_string_lossy(), options, None, false)
+    }
+
+    /// The whole load. `caller` is the soloader library that called
+    /// `dlopen` (its `RPATH`/`RUNPATH` apply); `noload` only returns a
+    /// library that is already loaded (`RTLD_NOLOAD`).
+    pub(crate) fn open_from(
+        name: &str,
+        options: &Options,
+        caller: Option<&Object>,
+        noload: bool,
+    ) -> Result<Library> {
+        resolve::refuse_host_family(name)?;
         let guard = registry::lock();
         let loader = Loader {
             tracer: &options.tracer,
             fail: options.fail.as_ref(),
             search: SearchConfig::new(options.library_path.as_deref()),
         };
-        let root_path = loader.find_root(&name)?;
+        let root_path = loader.find_root(name, caller)?;
+        if noload {
+            let (_, id, _) = Object::open_file(&root_path)?;
+            if guard.registry().by_file(id).is_none() {
+                return Err(Error::NotFound {
+                    name: name.to_string(),
+                    needed_by: caller.map(|c| c.path.clone()),
+                    tried: vec![root_path],
+                });
+            }
+        }
         let tree = loader.load_tree(&guard.registry(), &root_path)?;
         let root = tree.root.clone();
         if !tree.new.is_empty() {
@@ -294,6 +315,31 @@ impl Drop for Library {
             unload(o, &self.tracer);
         }
     }
+}
+
+/// `lib`'s object (for the loader's own functions).
+pub(crate) fn object_of(lib: &Library) -> &Arc<Object> {
+    lib.obj()
+}
+
+/// Looks `name` up in `lib` as `dlsym(handle)` does.
+pub(crate) fn find_in(
+    lib: &Library,
+    name: &Name,
+    version: Option<&VersionReq>,
+) -> Option<Result<usize>> {
+    find(lib.obj(), name, version)
+}
+
+/// Every object soloader has loaded, in load order.
+pub(crate) fn loaded_objects() -> Vec<Arc<Object>> {
+    let guard = registry::lock();
+    let reg = guard.registry();
+    reg.entries
+        .iter()
+        .filter(|e| !e.finied)
+        .map(|e| e.obj.clone())
+        .collect()
 }
 
 /// Looks `name` up along `obj`'s breadth-first search list.

@@ -1,8 +1,10 @@
 //! A loaded object: one file, parsed, validated and mapped; and symbol
 //! lookup across a scope of loaded and host objects.
 
+use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -67,7 +69,29 @@ pub(crate) struct Object {
     /// Thread-exit destructors registered by this object that have not
     /// run yet: while non-zero the object stays mapped.
     pub pins: AtomicUsize,
+    /// The path as a C string, for `dladdr` and `dl_iterate_phdr`.
+    pub c_path: CString,
+    /// The public part of a glibc `struct link_map`, for `dlinfo` and
+    /// `dladdr1` callers (and debuggers).
+    pub link_map: Box<LinkMap>,
 }
+
+/// The public fields of glibc's `struct link_map` (`<link.h>`).
+#[repr(C)]
+#[derive(Debug)]
+pub(crate) struct LinkMap {
+    pub l_addr: usize,
+    pub l_name: *const std::os::raw::c_char,
+    pub l_ld: usize,
+    pub l_next: *mut LinkMap,
+    pub l_prev: *mut LinkMap,
+}
+
+// SAFETY: the pointers are into the owning Object's own data (its CString)
+// or null; the struct is only read through shared references.
+unsafe impl Send for LinkMap {}
+// SAFETY: as above.
+unsafe impl Sync for LinkMap {}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -122,6 +146,14 @@ impl Object {
                 return Err(e);
             }
         };
+        let c_path = CString::new(path.as_os_str().as_bytes()).unwrap_or_default();
+        let link_map = Box::new(LinkMap {
+            l_addr: mapping.base,
+            l_name: c_path.as_ptr(),
+            l_ld: mapping.base.wrapping_add(plan.dynamic.0 as usize),
+            l_next: std::ptr::null_mut(),
+            l_prev: std::ptr::null_mut(),
+        });
         let mut obj = Object {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             path: path.to_path_buf(),
@@ -139,6 +171,8 @@ impl Object {
             eh_frame,
             eh_registered: AtomicBool::new(false),
             pins: AtomicUsize::new(0),
+            c_path,
+            link_map,
         };
         obj.note_relro();
         Ok(obj)
@@ -184,6 +218,34 @@ impl Object {
                 self.eh_registered.store(true, Ordering::Release);
             }
         }
+    }
+
+    /// The defined symbol containing `addr` (or the nearest one below it
+    /// in the same object), as `dladdr` finds it: its index, name and
+    /// address.
+    pub(crate) fn symbol_at(&self, addr: usize) -> Option<(usize, &[u8], usize)> {
+        if !self.contains(addr) {
+            return None;
+        }
+        let st = &self.tables.symtab;
+        let mut best: Option<(usize, &[u8], usize)> = None;
+        for i in 1..st.len() {
+            let Some(s) = st.sym(i) else { continue };
+            let kind = s.st_info & 0xf;
+            if s.st_shndx == 0 || s.st_value == 0 || kind == goblin::elf::sym::STT_TLS {
+                continue;
+            }
+            let a = self.addr(s.st_value);
+            let inside = addr >= a
+                && (addr < a.wrapping_add(s.st_size as usize) || (s.st_size == 0 && addr == a));
+            if a <= addr && best.is_none_or(|(_, _, b)| a > b || inside) {
+                best = Some((i, st.name(&s), a));
+                if inside {
+                    break;
+                }
+            }
+        }
+        best
     }
 
     /// Whether `addr` lies in this object's reserved span.

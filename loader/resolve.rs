@@ -62,13 +62,23 @@ impl<'a> Loader<'a> {
     }
 
     /// Finds the root file by path or bare name.
-    pub(crate) fn find_root(&self, name: &str) -> Result<PathBuf> {
+    /// `caller` is the library that called `dlopen`, whose `RPATH` and
+    /// `RUNPATH` apply (as in glibc).
+    pub(crate) fn find_root(&self, name: &str, caller: Option<&Object>) -> Result<PathBuf> {
         self.tracer.emit(|| Event::Search {
             name: name.to_string(),
-            needed_by: None,
+            needed_by: caller.map(|c| c.path.clone()),
         });
         let mut on_try = self.trying();
-        search::find_library(name, None, &[], &[], &self.search, &mut on_try)
+        let (rpath, runpath) = caller.map(|c| search_dirs(c, &[])).unwrap_or_default();
+        search::find_library(
+            name,
+            caller.map(|c| c.path.as_path()),
+            &rpath,
+            &runpath,
+            &self.search,
+            &mut on_try,
+        )
     }
 
     /// Loads `path` and everything it needs that is not loaded yet.
@@ -103,22 +113,7 @@ impl<'a> Loader<'a> {
         }]);
         while let Some(q) = queue.pop_front() {
             let obj = &q.obj;
-            let origin = obj.path.parent().unwrap_or(Path::new("/")).to_path_buf();
-            let runpath = obj
-                .tables
-                .runpath
-                .as_deref()
-                .map(|r| search::split_path_list(r, &origin))
-                .unwrap_or_default();
-            // RPATH applies only when the object has no RUNPATH; the
-            // loaders' RPATHs come after its own.
-            let mut rpath = Vec::new();
-            if runpath.is_empty() && obj.tables.runpath.is_none() {
-                if let Some(r) = obj.tables.rpath.as_deref() {
-                    rpath.extend(search::split_path_list(r, &origin));
-                }
-                rpath.extend(q.inherited_rpath.iter().cloned());
-            }
+            let (rpath, runpath) = search_dirs(obj, &q.inherited_rpath);
             let mut deps = Vec::with_capacity(obj.tables.needed.len());
             for name in &obj.tables.needed {
                 let dep = self.dependency(reg, new, obj, name, &rpath, &runpath, &mut queue)?;
@@ -207,6 +202,27 @@ impl<'a> Loader<'a> {
         });
         Ok(Dep::Loaded(Arc::downgrade(&obj)))
     }
+}
+
+/// The `RPATH` and `RUNPATH` directories that apply to names `obj` asks
+/// for. `RPATH` counts only when the object has no `RUNPATH`, and is
+/// followed by the `RPATH`s `inherited` from the objects that loaded it.
+pub(crate) fn search_dirs(obj: &Object, inherited: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let origin = obj.path.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let runpath = obj
+        .tables
+        .runpath
+        .as_deref()
+        .map(|r| search::split_path_list(r, &origin))
+        .unwrap_or_default();
+    let mut rpath = Vec::new();
+    if obj.tables.runpath.is_none() {
+        if let Some(r) = obj.tables.rpath.as_deref() {
+            rpath.extend(search::split_path_list(r, &origin));
+        }
+        rpath.extend(inherited.iter().cloned());
+    }
+    (rpath, runpath)
 }
 
 /// `obj` and its dependencies, breadth-first, each once.

@@ -228,3 +228,52 @@ pub(crate) fn tlsdesc_dynamic_entry() -> usize {
 pub(crate) fn tlsdesc_return_entry() -> usize {
     soloader_tlsdesc_return as *const () as usize
 }
+
+// `dlopen`, `dlsym` and `dlvsym` as soloader's libraries see them need to
+// know who called them (for `RPATH`/`RUNPATH` and `RTLD_NEXT`): these
+// entries pass their return address as one more argument and tail-jump
+// to the implementation, which returns straight to the library.
+std::arch::global_asm!(
+    ".text",
+    ".globl soloader_dlopen_entry",
+    ".hidden soloader_dlopen_entry",
+    ".type soloader_dlopen_entry,@function",
+    "soloader_dlopen_entry:",
+    "    mov (%rsp), %rdx",
+    "    jmp {dlopen}",
+    ".size soloader_dlopen_entry, .-soloader_dlopen_entry",
+    ".globl soloader_dlsym_entry",
+    ".hidden soloader_dlsym_entry",
+    ".type soloader_dlsym_entry,@function",
+    "soloader_dlsym_entry:",
+    "    mov (%rsp), %rdx",
+    "    jmp {dlsym}",
+    ".size soloader_dlsym_entry, .-soloader_dlsym_entry",
+    ".globl soloader_dlvsym_entry",
+    ".hidden soloader_dlvsym_entry",
+    ".type soloader_dlvsym_entry,@function",
+    "soloader_dlvsym_entry:",
+    "    mov (%rsp), %rcx",
+    "    jmp {dlvsym}",
+    ".size soloader_dlvsym_entry, .-soloader_dlvsym_entry",
+    dlopen = sym crate::dl::dlopen_impl,
+    dlsym = sym crate::dl::dlsym_impl,
+    dlvsym = sym crate::dl::dlvsym_impl,
+    options(att_syntax)
+);
+
+extern "C" {
+    fn soloader_dlopen_entry();
+    fn soloader_dlsym_entry();
+    fn soloader_dlvsym_entry();
+}
+
+/// Entries for the loader functions that need their caller's address:
+/// (`dlopen`, `dlsym`, `dlvsym`).
+pub(crate) fn caller_entries() -> (usize, usize, usize) {
+    (
+        soloader_dlopen_entry as *const () as usize,
+        soloader_dlsym_entry as *const () as usize,
+        soloader_dlvsym_entry as *const () as usize,
+    )
+}

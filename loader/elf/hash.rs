@@ -273,6 +273,11 @@ impl<'a> SymTab<'a> {
         self.syms.get(i)
     }
 
+    /// Where symbol `i` lies in memory (for `dladdr1`).
+    pub(crate) fn syms_ptr(&self, i: usize) -> *const Sym {
+        self.syms.ptr(i)
+    }
+
     /// The name of a symbol (empty if its offset is bad).
     #[inline]
     pub(crate) fn name(&self, sym: &Sym) -> &'a [u8] {

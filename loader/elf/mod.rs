@@ -137,6 +137,8 @@ pub(crate) struct LoadPlan {
     pub tls: Option<ProgramHeader>,
     /// `PT_GNU_EH_FRAME` (vaddr, size): the unwinder's index.
     pub eh_frame_hdr: Option<(u64, u64)>,
+    /// The program headers as the file has them (for `dl_iterate_phdr`).
+    pub phdrs: Vec<ProgramHeader>,
 }
 
 /// Upper bound on the address span an object may ask for (1 TiB): beyond
@@ -290,6 +292,7 @@ pub(crate) fn parse_plan(path: &Path, head: &[u8], file_size: u64) -> Result<Loa
         relro,
         tls,
         eh_frame_hdr,
+        phdrs,
     })
 }
 

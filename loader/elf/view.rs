@@ -139,6 +139,13 @@ impl<'a, T: Pod> Table<'a, T> {
         super::read(self.bytes, i.checked_mul(std::mem::size_of::<T>())?)
     }
 
+    /// The address of entry `i` (past the end if out of range).
+    pub(crate) fn ptr(&self, i: usize) -> *const T {
+        self.bytes
+            .as_ptr()
+            .wrapping_add(i.saturating_mul(std::mem::size_of::<T>())) as *const T
+    }
+
     /// Iterates over the entries.
     pub(crate) fn iter(&self) -> impl Iterator<Item = T> + 'a
     where
