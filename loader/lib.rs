@@ -70,6 +70,7 @@
 #![warn(missing_docs)]
 
 mod arch;
+mod debug;
 mod dl;
 mod elf;
 pub mod error;

@@ -410,6 +410,7 @@ fn link(loader: &Loader, tree: &Tree, order: &[Arc<Object>]) -> Result<()> {
         protect_relro(o, &loader.sys(&o.path))?;
         init::check(o)?;
         o.register_eh_frame();
+        o.register_debugger();
     }
     Ok(())
 }

@@ -74,6 +74,8 @@ pub(crate) struct Object {
     /// The public part of a glibc `struct link_map`, for `dlinfo` and
     /// `dladdr1` callers (and debuggers).
     pub link_map: Box<LinkMap>,
+    /// The copy of the file given to gdb, while registered.
+    pub debug: Mutex<Option<crate::debug::Registration>>,
 }
 
 /// The public fields of glibc's `struct link_map` (`<link.h>`).
@@ -173,6 +175,7 @@ impl Object {
             pins: AtomicUsize::new(0),
             c_path,
             link_map,
+            debug: Mutex::new(None),
         };
         obj.note_relro();
         Ok(obj)
@@ -248,6 +251,14 @@ impl Object {
         best
     }
 
+    /// Tells an attached debugger about this object.
+    pub(crate) fn register_debugger(&self) {
+        if crate::debug::enabled() {
+            let r = crate::debug::register(&self.path, self.mapping.base);
+            *self.debug.lock().unwrap_or_else(|e| e.into_inner()) = r;
+        }
+    }
+
     /// Whether `addr` lies in this object's reserved span.
     pub(crate) fn contains(&self, addr: usize) -> bool {
         addr >= self.mapping.start && addr < self.mapping.start + self.mapping.len
@@ -265,6 +276,7 @@ impl Object {
             ) {
                 crate::unwind::deregister(eh);
             }
+            drop(self.debug.lock().unwrap_or_else(|e| e.into_inner()).take());
             sys.munmap(self.mapping.start, self.mapping.len, "unload");
         }
     }

@@ -44,6 +44,8 @@ unsafe impl Pod for goblin::elf64::sym::Sym {}
 unsafe impl Pod for goblin::elf64::reloc::Rela {}
 // SAFETY: as above.
 unsafe impl Pod for goblin::elf64::reloc::Rel {}
+// SAFETY: as above.
+unsafe impl Pod for goblin::elf64::section_header::SectionHeader {}
 // SAFETY: integers: any bits are valid.
 unsafe impl Pod for u16 {}
 // SAFETY: as above.
