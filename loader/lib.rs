@@ -88,7 +88,7 @@ pub mod trace;
 mod unwind;
 
 pub use error::{Error, Result};
-pub use library::{Library, Options, Segment, Symbol};
+pub use library::{lookup, AddrInfo, Library, Options, Segment, Symbol};
 pub use map::Syscall;
 pub use trace::{Event, Provider, TraceSink, VecSink};
 

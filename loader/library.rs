@@ -288,6 +288,12 @@ impl Library {
         self.obj().soname()
     }
 
+    /// The symbol containing `addr` (or the nearest below it), if `addr`
+    /// lies in this library, as `dladdr` finds it.
+    pub fn symbol_at(&self, addr: usize) -> Option<AddrInfo> {
+        addr_info(self.obj(), addr)
+    }
+
     /// The direct dependencies: for each `DT_NEEDED`, the path of the
     /// library soloader loaded, or the host's path for a host library.
     pub fn dependencies(&self) -> Vec<(String, PathBuf, bool)> {
@@ -315,6 +321,50 @@ impl Drop for Library {
             unload(o, &self.tracer);
         }
     }
+}
+
+/// What an address is: the library that contains it and the nearest
+/// symbol at or below it (like `dladdr`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddrInfo {
+    /// The library's file.
+    pub path: PathBuf,
+    /// Its load bias.
+    pub base: usize,
+    /// The nearest defined symbol at or below the address, if any.
+    pub symbol: Option<String>,
+    /// That symbol's address.
+    pub symbol_addr: Option<usize>,
+}
+
+impl std::fmt::Display for AddrInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(s) = &self.symbol {
+            write!(f, "{s} in ")?;
+        }
+        write!(f, "{}", self.path.display())
+    }
+}
+
+fn addr_info(o: &Object, addr: usize) -> Option<AddrInfo> {
+    if !o.contains(addr) {
+        return None;
+    }
+    let sym = o.symbol_at(addr);
+    Some(AddrInfo {
+        path: o.path.clone(),
+        base: o.mapping.base,
+        symbol: sym.map(|(_, n, _)| String::from_utf8_lossy(n).into_owned()),
+        symbol_addr: sym.map(|(_, _, a)| a),
+    })
+}
+
+/// Which soloader library contains `addr`, and the nearest symbol, for
+/// every library loaded in this process (like `dladdr`, for soloader's
+/// libraries).
+pub fn lookup(addr: usize) -> Option<AddrInfo> {
+    let o = object_containing(addr)?;
+    addr_info(&o, addr)
 }
 
 /// `lib`'s object (for the loader's own functions).

@@ -78,3 +78,20 @@ fn plugin_through_soloader() {
         );
     }
 }
+
+#[test]
+fn address_lookup() {
+    let l = Library::open(lib("libarith.so")).unwrap();
+    // SAFETY: signature from testlibs/arith.c.
+    let add = unsafe { l.get::<extern "C" fn(i32, i32) -> i32>("add").unwrap() };
+    let a = add.addr();
+    let at = soloader::lookup(a + 1).expect("inside libarith");
+    assert_eq!(at.symbol.as_deref(), Some("add"));
+    assert_eq!(at.symbol_addr, Some(a));
+    assert_eq!(at.path, l.path());
+    assert_eq!(l.symbol_at(a), Some(at));
+    assert!(
+        soloader::lookup(address_lookup as *const () as usize).is_none(),
+        "not a soloader library"
+    );
+}
