@@ -50,15 +50,22 @@ pub(crate) fn provided(name: &[u8]) -> Option<usize> {
 /// `dlsym`/`dlclose`/`dlinfo` is the system loader's.
 static HANDLES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
-fn handles() -> std::sync::MutexGuard<'static, Vec<usize>> {
-    match HANDLES.lock() {
-        Ok(g) => g,
+/// HANDLES is only taken under the loader's lock, so no thread holds it
+/// across a fork.
+fn handles() -> (
+    crate::registry::Guard,
+    std::sync::MutexGuard<'static, Vec<usize>>,
+) {
+    let g = crate::registry::lock();
+    let h = match HANDLES.lock() {
+        Ok(h) => h,
         Err(p) => p.into_inner(),
-    }
+    };
+    (g, h)
 }
 
 fn is_ours(h: *mut c_void) -> bool {
-    handles().contains(&(h as usize))
+    handles().1.contains(&(h as usize))
 }
 
 /// Loads, adds and removes objects seen by `dl_iterate_phdr` callers.
@@ -101,7 +108,7 @@ pub(crate) unsafe extern "C" fn dlopen_impl(
         Ok(lib) => {
             ADDS.fetch_add(1, Ordering::Relaxed);
             let h = Box::into_raw(Box::new(lib)) as usize;
-            handles().push(h);
+            handles().1.push(h);
             h as *mut c_void
         }
         Err(e) => {
@@ -114,7 +121,7 @@ pub(crate) unsafe extern "C" fn dlopen_impl(
 /// `dlclose`.
 unsafe extern "C" fn dlclose_impl(handle: *mut c_void) -> c_int {
     let ours = {
-        let mut h = handles();
+        let (_g, mut h) = handles();
         match h.iter().position(|&x| x == handle as usize) {
             Some(i) => {
                 h.swap_remove(i);

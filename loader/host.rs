@@ -68,6 +68,10 @@ static INDEX: Mutex<Option<Arc<HostIndex>>> = Mutex::new(None);
 /// The current index, rebuilt if the system loader's set of objects
 /// changed since it was built.
 pub(crate) fn index() -> Arc<HostIndex> {
+    // Taken under the loader's lock, so that no other thread can hold
+    // INDEX when the atfork handler (which takes the loader's lock) lets
+    // a fork happen.
+    let _g = crate::registry::lock();
     let (adds, subs) = counters();
     let mut guard = match INDEX.lock() {
         Ok(g) => g,

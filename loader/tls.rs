@@ -47,16 +47,23 @@ struct Slot {
 
 static SLOTS: Mutex<Vec<Slot>> = Mutex::new(Vec::new());
 
-fn slots() -> std::sync::MutexGuard<'static, Vec<Slot>> {
-    match SLOTS.lock() {
-        Ok(g) => g,
+/// SLOTS is only taken under the loader's lock (see `registry`), so no
+/// thread holds it across a fork.
+fn slots() -> (
+    crate::registry::Guard,
+    std::sync::MutexGuard<'static, Vec<Slot>>,
+) {
+    let g = crate::registry::lock();
+    let s = match SLOTS.lock() {
+        Ok(s) => s,
         Err(p) => p.into_inner(),
-    }
+    };
+    (g, s)
 }
 
 /// Gives a module an id; its blocks will be initialised from `image`.
 pub(crate) fn register(image: TlsImage) -> usize {
-    let mut s = slots();
+    let (_g, mut s) = slots();
     let i = match s.iter().position(|x| x.image.is_none()) {
         Some(i) => i,
         None => {
@@ -77,7 +84,7 @@ pub(crate) fn register(image: TlsImage) -> usize {
 pub(crate) fn unregister(id: usize) {
     let slot = id & SLOT_MASK;
     {
-        let mut s = slots();
+        let (_g, mut s) = slots();
         if let Some(x) = s.get_mut(slot) {
             if module_id(slot, x.generation) == id {
                 x.image = None;
@@ -135,7 +142,7 @@ thread_local! {
 fn allocate(id: usize) -> Option<(*mut u8, Layout)> {
     let slot = id & SLOT_MASK;
     let image = {
-        let s = slots();
+        let (_g, s) = slots();
         let x = s.get(slot)?;
         if module_id(slot, x.generation) != id {
             return None; // unloaded: the id is stale
