@@ -82,7 +82,6 @@ impl Stats {
 struct Pending {
     target: usize,
     kind: RelocKind,
-    r_type: u32,
     sym: usize,
     addend: i64,
 }
@@ -210,7 +209,6 @@ impl Relocator<'_> {
                             Resolved::PendingIfunc(_) => later.push(Pending {
                                 target: t,
                                 kind,
-                                r_type,
                                 sym,
                                 addend,
                             }),
@@ -303,18 +301,23 @@ impl Relocator<'_> {
         // Everything but IFUNC work is done: this object's own IFUNC
         // resolvers may now run.
         self.obj.relocated.store(true, Ordering::Release);
+        let mut bound: Vec<usize> = Vec::new();
         for p in later {
-            let resolver = match cache.get(p.sym) {
-                Some(Resolved::PendingIfunc(r)) => *r,
-                _ => continue,
+            // As in glibc, the resolver runs for each relocation; the Bind
+            // event reports its result, once per symbol.
+            let Some(Resolved::PendingIfunc(r)) = cache.get(p.sym).copied() else {
+                continue;
             };
-            let v = self.call_resolver(resolver, p.sym)?;
+            let v = self.call_resolver(r, p.sym)?;
+            if !bound.contains(&p.sym) {
+                bound.push(p.sym);
+                self.emit_bind(p.sym, Provider::Loaded(obj.path.clone()), v);
+            }
             let v = if p.kind == RelocKind::Absolute {
                 v.wrapping_add(p.addend as usize)
             } else {
                 v
             };
-            let _ = p.r_type;
             // SAFETY: `p.target` was checked when it was queued.
             unsafe { write(p.target, v) }
         }
@@ -400,6 +403,25 @@ impl Relocator<'_> {
                 None,
             )),
         }
+    }
+
+    /// Traces the binding of symbol `i` (with its version, if any).
+    fn emit_bind(&self, i: usize, provider: Provider, value: usize) {
+        self.tracer.emit(|| {
+            let st = &self.obj.tables.symtab;
+            let ndx = usize::from(st.versym(i) & 0x7fff);
+            let version = (ndx >= 2)
+                .then(|| self.obj.tables.versions.get(ndx))
+                .flatten()
+                .map(|v| String::from_utf8_lossy(&v.name).into_owned());
+            Event::Bind {
+                path: self.obj.path.clone(),
+                symbol: self.sym_name(i),
+                version,
+                provider,
+                value,
+            }
+        });
     }
 
     fn sym_name(&self, i: usize) -> String {
@@ -555,17 +577,12 @@ impl Relocator<'_> {
         } else {
             Resolved::Value(f.raw_addr())
         };
-        self.tracer.emit(|| Event::Bind {
-            path: obj.path.clone(),
-            symbol: String::from_utf8_lossy(name_bytes).into_owned(),
-            version: version_name(),
-            provider: f.module.provider(),
-            value: match resolved {
-                Resolved::Value(v) => v,
-                Resolved::Tls(t) => t.offset,
-                _ => f.raw_addr(),
-            },
-        });
+        // A pending IFUNC is traced once its resolver has run.
+        match resolved {
+            Resolved::Value(v) => self.emit_bind(i, f.module.provider(), v),
+            Resolved::Tls(t) => self.emit_bind(i, f.module.provider(), t.offset),
+            _ => {}
+        }
         Ok(resolved)
     }
 }

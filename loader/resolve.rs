@@ -154,6 +154,14 @@ impl<'a> Loader<'a> {
                     .map(|e| e.obj.clone())
             });
         if let Some(o) = known {
+            self.tracer.emit(|| Event::AlreadyLoaded {
+                path: o.path.clone(),
+                refcount: reg
+                    .entries
+                    .iter()
+                    .find(|e| e.obj.id == o.id)
+                    .map_or(0, |e| e.opens),
+            });
             return Ok(Dep::Loaded(Arc::downgrade(&o)));
         }
         // The host's copy: always for the glibc family, and for anything
