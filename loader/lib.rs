@@ -76,6 +76,7 @@ mod elf;
 pub mod error;
 mod host;
 mod init;
+pub mod inspect;
 mod library;
 mod map;
 mod object;
@@ -88,7 +89,7 @@ pub mod trace;
 mod unwind;
 
 pub use error::{Error, Result};
-pub use library::{lookup, AddrInfo, Library, Options, Segment, Symbol};
+pub use library::{check, lookup, AddrInfo, Library, Options, Segment, Symbol};
 pub use map::Syscall;
 pub use trace::{Event, Provider, TraceSink, VecSink};
 

@@ -30,6 +30,7 @@ pub struct Options {
     pub(crate) library_path: Option<Vec<PathBuf>>,
     pub(crate) tracer: Tracer,
     pub(crate) fail: Option<FailPoint>,
+    pub(crate) check_only: bool,
 }
 
 impl Options {
@@ -166,11 +167,22 @@ impl Library {
         let root = tree.root.clone();
         if !tree.new.is_empty() {
             let order = resolve::init_order(&tree.root, &tree.new);
-            if let Err(e) = link(&loader, &tree, &order) {
+            if let Err(e) = link(&loader, &tree, &order, !options.check_only) {
                 for o in &tree.new {
                     o.unmap(&loader.sys(&o.path));
                 }
                 return Err(e);
+            }
+            if options.check_only {
+                // Validated, mapped and relocated without running anything
+                // of the library: undo it all.
+                for o in &tree.new {
+                    o.unmap(&loader.sys(&o.path));
+                }
+                return Ok(Library {
+                    obj: None,
+                    tracer: options.tracer.clone(),
+                });
             }
             register(&guard, &tree, &order);
             initialise(&guard, &order, &options.tracer)?;
@@ -359,6 +371,23 @@ fn addr_info(o: &Object, addr: usize) -> Option<AddrInfo> {
     })
 }
 
+/// Parses, validates, maps and relocates `path` and the dependencies it
+/// would load, without running any of its code (no IFUNC resolver, no
+/// constructor), then unmaps everything. This is the validation every real
+/// load runs first; `Ok` means a load would get as far as its
+/// initialisers. A library that is already loaded is reported as fine.
+pub fn check(path: impl AsRef<Path>, options: &Options) -> Result<()> {
+    let mut o = options.clone();
+    o.check_only = true;
+    Library::open_from(&path.as_ref().to_string_lossy(), &o, None, false).map(|mut l| {
+        // A library already loaded comes back as a real handle: let go of
+        // it without unloading anything else.
+        if let Some(obj) = l.obj.take() {
+            unload(obj, &l.tracer);
+        }
+    })
+}
+
 /// Which soloader library contains `addr`, and the nearest symbol, for
 /// every library loaded in this process (like `dladdr`, for soloader's
 /// libraries).
@@ -425,7 +454,7 @@ fn find(obj: &Arc<Object>, name: &Name, version: Option<&VersionReq>) -> Option<
 
 /// Relocates and protects every new object, dependencies first. Nothing of
 /// the libraries runs here except IFUNC resolvers.
-fn link(loader: &Loader, tree: &Tree, order: &[Arc<Object>]) -> Result<()> {
+fn link(loader: &Loader, tree: &Tree, order: &[Arc<Object>], run_code: bool) -> Result<()> {
     let host = host::index();
     let list: Vec<Dep> = tree.root.search_list.get().cloned().unwrap_or_default();
     let loaded: Vec<Arc<Object>> = list
@@ -454,13 +483,15 @@ fn link(loader: &Loader, tree: &Tree, order: &[Arc<Object>]) -> Result<()> {
             obj: o,
             scope: &scope,
             tracer: loader.tracer,
-            run_code: true,
+            run_code,
         }
         .run()?;
         protect_relro(o, &loader.sys(&o.path))?;
         init::check(o)?;
-        o.register_eh_frame();
-        o.register_debugger();
+        if run_code {
+            o.register_eh_frame();
+            o.register_debugger();
+        }
     }
     Ok(())
 }

@@ -61,6 +61,15 @@ impl VersionTable {
             .any(|v| v.file.is_none() && &v.name[..] == name)
     }
 
+    /// How many versions are defined, without the file's own base entry.
+    pub(crate) fn defined_count(&self) -> usize {
+        self.slots
+            .iter()
+            .flatten()
+            .filter(|v| v.file.is_none() && v.flags & 1 == 0)
+            .count()
+    }
+
     fn put(&mut self, path: &Path, ndx: u16, v: Version, at: u64) -> Result<()> {
         let ndx = usize::from(ndx & 0x7fff);
         if ndx >= self.slots.len() {

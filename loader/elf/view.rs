@@ -31,6 +31,29 @@ unsafe impl Send for View<'_> {}
 unsafe impl Sync for View<'_> {}
 
 impl<'a> View<'a> {
+    /// A view of the file's bytes: `p_vaddr` maps to `file[p_offset..]`.
+    /// Segments whose file range does not fit `file` are left out.
+    pub(crate) fn of_file(file: &'a [u8], loads: &[LoadSegment]) -> View<'a> {
+        let regions = loads
+            .iter()
+            .filter_map(|l| {
+                let end = l.offset.checked_add(l.filesz)?;
+                let bytes =
+                    file.get(usize::try_from(l.offset).ok()?..usize::try_from(end).ok()?)?;
+                Some(Region {
+                    vaddr: l.vaddr,
+                    len: l.filesz,
+                    ptr: bytes.as_ptr(),
+                    writable: l.flags & goblin::elf::program_header::PF_W != 0,
+                })
+            })
+            .collect();
+        View {
+            regions,
+            _life: PhantomData,
+        }
+    }
+
     /// A view of the mapped image at load bias `base`.
     ///
     /// # Safety
