@@ -89,7 +89,7 @@ pub mod trace;
 mod unwind;
 
 pub use error::{Error, Result};
-pub use library::{check, lookup, AddrInfo, Library, Options, Segment, Symbol};
+pub use library::{check, find_library, lookup, AddrInfo, Library, Options, Segment, Symbol};
 pub use map::Syscall;
 pub use trace::{Event, Provider, TraceSink, VecSink};
 

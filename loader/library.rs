@@ -371,6 +371,19 @@ fn addr_info(o: &Object, addr: usize) -> Option<AddrInfo> {
     })
 }
 
+/// Finds a library the way [`Library::open`] would: a name with `/` is a
+/// path; a bare name is searched in `LD_LIBRARY_PATH` (or the options'
+/// library path), `/etc/ld.so.cache` and the default directories. Every
+/// candidate tried is sent to the options' trace sink.
+pub fn find_library(name: &str, options: &Options) -> Result<PathBuf> {
+    let loader = Loader {
+        tracer: &options.tracer,
+        fail: None,
+        search: SearchConfig::new(options.library_path.as_deref()),
+    };
+    loader.find_root(name, None)
+}
+
 /// Parses, validates, maps and relocates `path` and the dependencies it
 /// would load, without running any of its code (no IFUNC resolver, no
 /// constructor), then unmaps everything. This is the validation every real
