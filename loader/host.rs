@@ -55,6 +55,13 @@ pub(crate) struct HostIndex {
 
 impl HostIndex {
     /// The host object whose `DT_SONAME` or file name is `name`.
+    /// The system loader's `(dlpi_adds, dlpi_subs)` when the index was
+    /// built: equal counters, equal set of objects.
+    pub(crate) fn generation(&self) -> (u64, u64) {
+        (self.adds, self.subs)
+    }
+
+    /// The host object whose `DT_SONAME` or file name is `name`.
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<HostObject>> {
         self.objects.iter().find(|o| {
             o.soname.as_deref() == Some(name)

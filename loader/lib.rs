@@ -79,6 +79,7 @@ mod init;
 pub mod inspect;
 mod library;
 mod map;
+pub mod mem;
 mod object;
 mod registry;
 mod reloc;

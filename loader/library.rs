@@ -152,9 +152,13 @@ impl Library {
             fail: options.fail.as_ref(),
             search: SearchConfig::new(options.library_path.as_deref()),
         };
-        let root_path = loader.find_root(name, caller)?;
+        let (root_path, file) = loader.find_root(name, caller)?;
         if noload {
-            let (_, id, _) = Object::open_file(&root_path)?;
+            let (_, crate::object::FileInfo { id, .. }) = Object::identify(
+                &root_path,
+                file.try_clone()
+                    .map_err(|e| Error::io(&root_path, "dup", e))?,
+            )?;
             if guard.registry().by_file(id).is_none() {
                 return Err(Error::NotFound {
                     name: name.to_string(),
@@ -163,7 +167,7 @@ impl Library {
                 });
             }
         }
-        let tree = loader.load_tree(&guard.registry(), &root_path)?;
+        let tree = loader.load_tree(&guard.registry(), &root_path, file)?;
         let root = tree.root.clone();
         if !tree.new.is_empty() {
             let order = resolve::init_order(&tree.root, &tree.new);
@@ -381,7 +385,7 @@ pub fn find_library(name: &str, options: &Options) -> Result<PathBuf> {
         fail: None,
         search: SearchConfig::new(options.library_path.as_deref()),
     };
-    loader.find_root(name, None)
+    loader.find_root(name, None).map(|(p, _)| p)
 }
 
 /// Parses, validates, maps and relocates `path` and the dependencies it

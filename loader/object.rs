@@ -39,6 +39,9 @@ pub(crate) struct Object {
     pub path: PathBuf,
     /// `(st_dev, st_ino)`: the identity used to load each file once.
     pub file_id: (u64, u64),
+    /// `(st_size, st_mtime, st_mtime_nsec)`: with `file_id`, says whether
+    /// the file is the one a cached resolution was made for.
+    pub stamp: (u64, i64, i64),
     /// Where it is.
     pub mapping: Mapping,
     /// What the program headers said.
@@ -97,25 +100,35 @@ unsafe impl Sync for LinkMap {}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// What `fstat` says about a library file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileInfo {
+    /// `(st_dev, st_ino)`.
+    pub id: (u64, u64),
+    /// `st_size`.
+    pub size: u64,
+    /// `(st_size, st_mtime, st_mtime_nsec)`.
+    pub stamp: (u64, i64, i64),
+}
+
 impl Object {
-    /// Opens `path` and returns the file with its identity and size.
-    pub(crate) fn open_file(path: &Path) -> Result<(File, (u64, u64), u64)> {
-        let f = File::open(path).map_err(|e| Error::io(path, "open", e))?;
+    /// The identity (device, inode) and size of the opened `file`.
+    pub(crate) fn identify(path: &Path, f: File) -> Result<(File, FileInfo)> {
         let m = f.metadata().map_err(|e| Error::io(path, "fstat", e))?;
         if !m.is_file() {
             return Err(Error::malformed(path, "not a regular file", None));
         }
-        Ok((f, (m.dev(), m.ino()), m.size()))
+        let info = FileInfo {
+            id: (m.dev(), m.ino()),
+            size: m.size(),
+            stamp: (m.size(), m.mtime(), m.mtime_nsec()),
+        };
+        Ok((f, info))
     }
 
     /// Parse, validate and map one file. On error nothing stays mapped.
-    pub(crate) fn load(
-        path: &Path,
-        file: File,
-        file_id: (u64, u64),
-        size: u64,
-        sys: &Sys,
-    ) -> Result<Object> {
+    pub(crate) fn load(path: &Path, file: File, info: FileInfo, sys: &Sys) -> Result<Object> {
+        let (file_id, size) = (info.id, info.size);
         sys.tracer.emit(|| Event::Open {
             path: path.to_path_buf(),
             size,
@@ -160,6 +173,7 @@ impl Object {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             path: path.to_path_buf(),
             file_id,
+            stamp: info.stamp,
             mapping,
             plan,
             dynamic,

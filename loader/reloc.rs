@@ -160,6 +160,14 @@ impl Relocator<'_> {
         }
 
         let mut cache = vec![Resolved::Unknown; obj.tables.symtab.len()];
+        // Resolutions remembered from an earlier load of this same file in
+        // this same scope (not while tracing: the trace shows every lookup).
+        let key = (!self.tracer.on() && self.run_code).then(|| self.memo_key());
+        let mut memo = key
+            .as_ref()
+            .and_then(memo_get)
+            .filter(|m| m.len() == cache.len())
+            .unwrap_or_else(|| vec![Memo::Unknown; cache.len()]);
         let mut later: Vec<Pending> = Vec::new();
         let mut irelative: Vec<(usize, usize)> = Vec::new();
         for table in &obj.tables.relocs {
@@ -200,7 +208,7 @@ impl Relocator<'_> {
                     }
                     RelocKind::IRelative => irelative.push((t, base.wrapping_add(addend as usize))),
                     RelocKind::Absolute | RelocKind::GlobDat | RelocKind::JumpSlot => {
-                        match self.resolve(sym, &mut cache)? {
+                        match self.resolve(sym, &mut cache, &mut memo)? {
                             Resolved::Value(v) => {
                                 let v = if kind == RelocKind::Absolute { v.wrapping_add(addend as usize) } else { v };
                                 // SAFETY: checked target.
@@ -236,22 +244,22 @@ impl Relocator<'_> {
                         ))
                     }
                     RelocKind::DtpMod => {
-                        let v = self.tls_target(sym, &mut cache)?;
+                        let v = self.tls_target(sym, &mut cache, &mut memo)?;
                         // SAFETY: checked target.
                         unsafe { write(t, v.module) }
                     }
                     RelocKind::DtpOff => {
-                        let v = self.tls_target(sym, &mut cache)?;
+                        let v = self.tls_target(sym, &mut cache, &mut memo)?;
                         // SAFETY: checked target.
                         unsafe { write(t, v.offset.wrapping_add(addend as usize)) }
                     }
                     RelocKind::TpOff => {
-                        let v = self.tls_target(sym, &mut cache)?;
+                        let v = self.tls_target(sym, &mut cache, &mut memo)?;
                         let Some(tp) = v.tp_offset.filter(|_| !v.own) else {
                             return Err(Error::unsupported(
                                 self.path(),
                                 format!(
-                                    "initial-exec TLS ({}) against {}{}: its variable would have to live in                                      glibc's static TLS block, which soloader does not own; rebuild with                                      -ftls-model=global-dynamic",
+                                    "initial-exec TLS ({}) against {}{}: its variable would have to live in glibc's static TLS block, which soloader does not own; rebuild with -ftls-model=global-dynamic",
                                     arch::reloc_name(r_type),
                                     self.sym_name(sym),
                                     if v.own { "" } else { " (a host module with dynamic TLS)" }
@@ -264,7 +272,7 @@ impl Relocator<'_> {
                     }
                     RelocKind::TlsDesc => {
                         let t2 = target(off.wrapping_add(8))?;
-                        let v = self.tls_target(sym, &mut cache)?;
+                        let v = self.tls_target(sym, &mut cache, &mut memo)?;
                         let offset = v.offset.wrapping_add(addend as usize);
                         let (entry, arg) = match v.tp_offset.filter(|_| !v.own) {
                             Some(tp) => (arch::tlsdesc_return_entry(), (tp as usize).wrapping_add(offset)),
@@ -327,6 +335,9 @@ impl Relocator<'_> {
             unsafe { write(t, v) }
         }
 
+        if let Some(k) = key {
+            memo_put(k, memo);
+        }
         if let Some(s) = stats {
             for (kind, count, pages) in s.by_type {
                 self.tracer.emit(|| Event::Relocations {
@@ -366,7 +377,12 @@ impl Relocator<'_> {
 
     /// The thread-local variable a TLS relocation refers to (symbol 0:
     /// this object's own block, as in local-dynamic code).
-    fn tls_target(&self, sym: usize, cache: &mut [Resolved]) -> Result<TlsTarget> {
+    fn tls_target(
+        &self,
+        sym: usize,
+        cache: &mut [Resolved],
+        memo: &mut [Memo],
+    ) -> Result<TlsTarget> {
         let own = |offset: usize| -> Result<TlsTarget> {
             match self.obj.tls {
                 Some((module, _)) => Ok(TlsTarget {
@@ -385,7 +401,7 @@ impl Relocator<'_> {
         if sym == 0 {
             return own(0);
         }
-        match self.resolve(sym, cache)? {
+        match self.resolve(sym, cache, memo)? {
             Resolved::Tls(t) => Ok(t),
             // An undefined weak TLS reference: module 0, offset 0.
             Resolved::Value(0) => Ok(TlsTarget {
@@ -433,7 +449,7 @@ impl Relocator<'_> {
     }
 
     /// Resolves symbol `i` of this object once, through the cache.
-    fn resolve(&self, i: usize, cache: &mut [Resolved]) -> Result<Resolved> {
+    fn resolve(&self, i: usize, cache: &mut [Resolved], memo: &mut [Memo]) -> Result<Resolved> {
         match cache.get(i) {
             Some(Resolved::Unknown) => {}
             Some(r) => return Ok(*r),
@@ -445,16 +461,67 @@ impl Relocator<'_> {
                 ))
             }
         }
-        let r = self.lookup(i)?;
+        let remembered = match memo.get(i) {
+            Some(Memo::Absolute(v)) => Some(*v),
+            Some(Memo::InScope(k, st_value)) => self
+                .scope
+                .modules
+                .get(*k as usize)
+                .map(|m| m.base().wrapping_add(*st_value as usize)),
+            _ => None,
+        };
+        if let Some(v) = remembered {
+            cache[i] = Resolved::Value(v);
+            return Ok(Resolved::Value(v));
+        }
+        let (r, m) = self.lookup(i)?;
         cache[i] = r;
+        if let Some(slot) = memo.get_mut(i) {
+            *slot = m;
+        }
         Ok(r)
     }
 
-    fn lookup(&self, i: usize) -> Result<Resolved> {
+    /// What makes this load's resolutions valid for a later one: the file
+    /// being relocated, and the identity of every module in scope.
+    fn memo_key(&self) -> MemoKey {
+        let ix = crate::host::index();
+        MemoKey {
+            object: (self.obj.file_id, self.obj.stamp),
+            host: ix.generation(),
+            scope: self
+                .scope
+                .modules
+                .iter()
+                .map(|m| match m {
+                    Module::Host(h) => ScopeId::Host(h.base),
+                    Module::Loaded(o) => ScopeId::File(o.file_id, o.stamp),
+                })
+                .collect(),
+        }
+    }
+
+    /// How `found` can be remembered for a later load with the same scope.
+    fn memo_of(&self, f: &Found) -> Memo {
+        if f.is_tls() || f.is_ifunc() {
+            return Memo::Never;
+        }
+        match f.module {
+            Module::Host(_) => Memo::Absolute(f.raw_addr()),
+            Module::Loaded(o) => self
+                .scope
+                .modules
+                .iter()
+                .position(|m| matches!(m, Module::Loaded(x) if x.id == o.id))
+                .map_or(Memo::Never, |k| Memo::InScope(k as u32, f.sym.st_value)),
+        }
+    }
+
+    fn lookup(&self, i: usize) -> Result<(Resolved, Memo)> {
         let obj = self.obj;
         let st = &obj.tables.symtab;
         if i == 0 {
-            return Ok(Resolved::Value(0));
+            return Ok((Resolved::Value(0), Memo::Absolute(0)));
         }
         let sym = st.sym(i).ok_or_else(|| {
             Error::malformed(
@@ -488,7 +555,7 @@ impl Relocator<'_> {
                     provider: Provider::Loader,
                     value: addr,
                 });
-                return Ok(Resolved::Value(addr));
+                return Ok((Resolved::Value(addr), Memo::Absolute(addr)));
             }
         }
         let found = if own {
@@ -518,7 +585,7 @@ impl Relocator<'_> {
                     provider: Provider::UndefinedWeak,
                     value: 0,
                 });
-                return Ok(Resolved::Value(0));
+                return Ok((Resolved::Value(0), Memo::Absolute(0)));
             }
             return Err(Error::UndefinedSymbol {
                 path: obj.path.clone(),
@@ -583,8 +650,65 @@ impl Relocator<'_> {
             Resolved::Tls(t) => self.emit_bind(i, f.module.provider(), t.offset),
             _ => {}
         }
-        Ok(resolved)
+        Ok((resolved, self.memo_of(&f)))
     }
+}
+
+/// A symbol resolution in terms that hold for every load of the same
+/// file with the same modules in scope.
+#[derive(Clone, Copy)]
+enum Memo {
+    /// Not resolved yet.
+    Unknown,
+    /// A fixed address: a host object's symbol, soloader's own function,
+    /// or 0 for an undefined weak symbol.
+    Absolute(usize),
+    /// `st_value` in the scope's module number `k` (whose base changes
+    /// from load to load).
+    InScope(u32, u64),
+    /// Resolved anew each time (IFUNC, TLS).
+    Never,
+}
+
+/// Identity of a module in a scope.
+#[derive(Clone, PartialEq, Eq)]
+enum ScopeId {
+    Host(usize),
+    File((u64, u64), (u64, i64, i64)),
+}
+
+/// When remembered resolutions apply: same file (device, inode, size,
+/// mtime), same host objects (the system loader's counters), same modules
+/// in scope, in the same order.
+#[derive(Clone, PartialEq, Eq)]
+struct MemoKey {
+    object: ((u64, u64), (u64, i64, i64)),
+    host: (u64, u64),
+    scope: Vec<ScopeId>,
+}
+
+/// Process-wide memory of symbol resolutions, most recent last. Loading
+/// the same library again (a plugin reloaded, a benchmark loop, a test
+/// suite) skips every lookup; only IFUNC and TLS symbols are looked up
+/// each time. Taken only under the loader's lock (fork safety).
+static MEMO: std::sync::Mutex<Vec<(MemoKey, Vec<Memo>)>> = std::sync::Mutex::new(Vec::new());
+const MEMO_ENTRIES: usize = 64;
+
+fn memo_get(key: &MemoKey) -> Option<Vec<Memo>> {
+    let m = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    m.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.clone())
+}
+
+fn memo_put(key: MemoKey, memo: Vec<Memo>) {
+    let mut m = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    m.retain(|(k, _)| *k != key);
+    if m.len() >= MEMO_ENTRIES {
+        m.remove(0);
+    }
+    m.push((key, memo));
 }
 
 /// `*t += base`.

@@ -8,6 +8,7 @@
 //! fails is unmapped again.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
@@ -64,7 +65,7 @@ impl<'a> Loader<'a> {
     /// Finds the root file by path or bare name.
     /// `caller` is the library that called `dlopen`, whose `RPATH` and
     /// `RUNPATH` apply (as in glibc).
-    pub(crate) fn find_root(&self, name: &str, caller: Option<&Object>) -> Result<PathBuf> {
+    pub(crate) fn find_root(&self, name: &str, caller: Option<&Object>) -> Result<(PathBuf, File)> {
         self.tracer.emit(|| Event::Search {
             name: name.to_string(),
             needed_by: caller.map(|c| c.path.clone()),
@@ -82,9 +83,9 @@ impl<'a> Loader<'a> {
     }
 
     /// Loads `path` and everything it needs that is not loaded yet.
-    pub(crate) fn load_tree(&self, reg: &Registry, path: &Path) -> Result<Tree> {
+    pub(crate) fn load_tree(&self, reg: &Registry, path: &Path, file: File) -> Result<Tree> {
         let mut new: Vec<Arc<Object>> = Vec::new();
-        match self.load_tree_inner(reg, path, &mut new) {
+        match self.load_tree_inner(reg, path, file, &mut new) {
             Ok(root) => Ok(Tree { root, new }),
             Err(e) => {
                 for o in &new {
@@ -99,13 +100,15 @@ impl<'a> Loader<'a> {
         &self,
         reg: &Registry,
         path: &Path,
+        file: File,
         new: &mut Vec<Arc<Object>>,
     ) -> Result<Arc<Object>> {
-        let (file, id, size) = Object::open_file(path)?;
+        let (file, info) = Object::identify(path, file)?;
+        let id = info.id;
         if let Some(e) = reg.by_file(id) {
             return Ok(e.obj.clone());
         }
-        let root = Arc::new(Object::load(path, file, id, size, &self.sys(path))?);
+        let root = Arc::new(Object::load(path, file, info, &self.sys(path))?);
         new.push(root.clone());
         let mut queue = VecDeque::from([Queued {
             obj: root.clone(),
@@ -177,7 +180,7 @@ impl<'a> Loader<'a> {
             return Ok(Dep::Host(h));
         }
         let mut on_try = self.trying();
-        let path = search::find_library(
+        let (path, file) = search::find_library(
             name,
             Some(&by.path),
             rpath,
@@ -185,7 +188,8 @@ impl<'a> Loader<'a> {
             &self.search,
             &mut on_try,
         )?;
-        let (file, id, size) = Object::open_file(&path)?;
+        let (file, info) = Object::identify(&path, file)?;
+        let id = info.id;
         if let Some(o) = new.iter().find(|o| o.file_id == id) {
             return Ok(Dep::Loaded(Arc::downgrade(o)));
         }
@@ -196,7 +200,7 @@ impl<'a> Loader<'a> {
             });
             return Ok(Dep::Loaded(Arc::downgrade(&e.obj)));
         }
-        let obj = Arc::new(Object::load(&path, file, id, size, &self.sys(&path))?);
+        let obj = Arc::new(Object::load(&path, file, info, &self.sys(&path))?);
         new.push(obj.clone());
         let mut inherited = rpath.to_vec();
         inherited.dedup();

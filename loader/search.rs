@@ -115,7 +115,7 @@ pub(crate) fn find_library(
     runpath: &[PathBuf],
     config: &SearchConfig,
     on_try: &mut dyn FnMut(&Path, &'static str, bool),
-) -> Result<PathBuf, Error> {
+) -> Result<(PathBuf, File), Error> {
     let path = SearchPath {
         rpath,
         library_path: &config.library_path,
@@ -136,7 +136,7 @@ pub(crate) fn search(
     path: &SearchPath<'_>,
     config: &SearchConfig,
     on_try: &mut dyn FnMut(&Path, &'static str, bool),
-) -> Result<PathBuf, Error> {
+) -> Result<(PathBuf, File), Error> {
     let mut p = Prober {
         on_try,
         tried: Vec::new(),
@@ -147,7 +147,7 @@ pub(crate) fn search(
     };
     let found = expanded.filter(|n| !n.is_empty()).and_then(|n| {
         if n.contains(&b'/') {
-            p.try_file(bytes_to_path(&n), "path", is_regular)
+            p.try_file(bytes_to_path(&n), "path", open_regular)
         } else {
             search_dirs(&n, path, config, &mut p)
         }
@@ -198,12 +198,12 @@ impl Prober<'_> {
         &mut self,
         path: PathBuf,
         source: &'static str,
-        usable: fn(&Path) -> bool,
-    ) -> Option<PathBuf> {
+        usable: fn(&Path) -> Option<File>,
+    ) -> Option<(PathBuf, File)> {
         let found = usable(&path);
-        (self.on_try)(&path, source, found);
-        if found {
-            return Some(path);
+        (self.on_try)(&path, source, found.is_some());
+        if let Some(f) = found {
+            return Some((path, f));
         }
         self.tried.push(path);
         None
@@ -216,7 +216,7 @@ impl Prober<'_> {
         dirs: &[PathBuf],
         subdirs: &[String],
         source: &'static str,
-    ) -> Option<PathBuf> {
+    ) -> Option<(PathBuf, File)> {
         for dir in dirs {
             for sub in subdirs {
                 let candidate = dir.join(sub).join(OsStr::from_bytes(name));
@@ -235,7 +235,7 @@ fn search_dirs(
     path: &SearchPath<'_>,
     config: &SearchConfig,
     p: &mut Prober<'_>,
-) -> Option<PathBuf> {
+) -> Option<(PathBuf, File)> {
     let lists = [
         (path.rpath, "RPATH"),
         (path.library_path, "LD_LIBRARY_PATH"),
@@ -276,23 +276,18 @@ fn open_regular(path: &Path) -> Option<File> {
     file.metadata().ok()?.is_file().then_some(file)
 }
 
-/// Whether `path` is a regular file we can read.
-fn is_regular(path: &Path) -> bool {
-    open_regular(path).is_some()
-}
-
-/// Whether `path` is a regular file that starts with an ELF64
-/// little-endian header for x86-64 (`EM_X86_64`, 62).
-fn is_elf_x86_64(path: &Path) -> bool {
-    let Some(file) = open_regular(path) else {
-        return false;
-    };
+/// `path` opened, if it is a regular file that starts with an ELF64
+/// little-endian header for x86-64 (`EM_X86_64`, 62). The loader goes on
+/// with this descriptor: the file is opened once per load, as in glibc.
+fn is_elf_x86_64(path: &Path) -> Option<File> {
+    let file = open_regular(path)?;
     let mut h = [0u8; 64];
-    file.read_exact_at(&mut h, 0).is_ok()
+    let ok = file.read_exact_at(&mut h, 0).is_ok()
         && h.starts_with(b"\x7fELF")
         && h[4] == 2
         && h[5] == 1
-        && u16::from_le_bytes([h[18], h[19]]) == 62
+        && u16::from_le_bytes([h[18], h[19]]) == 62;
+    ok.then_some(file)
 }
 
 /// Bytes as a path.
@@ -946,7 +941,7 @@ mod tests {
         let r = search(name, needed_by, path, config, &mut |p, s, f| {
             tries.push((p.to_path_buf(), s, f))
         });
-        (r, tries)
+        (r.map(|(p, _)| p), tries)
     }
 
     /// [`run`] through [`find_library`] with no RPATH/RUNPATH.
@@ -955,7 +950,7 @@ mod tests {
         let r = find_library(name, None, &[], &[], config, &mut |p, s, f| {
             tries.push((p.to_path_buf(), s, f))
         });
-        (r, tries)
+        (r.map(|(p, _)| p), tries)
     }
 
     /// A configuration without environment: these dirs, no cache, these system dirs, these subdirs.

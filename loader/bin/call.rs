@@ -79,7 +79,7 @@ pub enum Arg {
 
 /// How to interpret the return registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Ret {
+pub(crate) enum Ret {
     /// The low 32 bits of rax, signed (C `int`).
     I32,
     /// rax, signed (C `long`).
@@ -218,22 +218,7 @@ type IntFn = unsafe extern "C" fn(i64, ...) -> i64;
 type FloatFn = unsafe extern "C" fn(i64, ...) -> f64;
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let ints = args
-        .args
-        .iter()
-        .filter(|a| !matches!(a, Arg::Float(_)))
-        .count();
-    let floats = args.args.len() - ints;
-    if ints > INT_REGS {
-        return Err(Usage::err(format!(
-            "{ints} integer/string arguments: at most {INT_REGS} are supported (rdi, rsi, rdx, rcx, r8, r9)"
-        )));
-    }
-    if floats > FLOAT_REGS {
-        return Err(Usage::err(format!(
-            "{floats} float arguments: at most {FLOAT_REGS} are supported (xmm0..xmm7)"
-        )));
-    }
+    check_counts(&args.args)?;
 
     let mut options = Options::new();
     if !args.library_path.is_empty() {
@@ -244,26 +229,64 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.segments {
         print_segments(&mut out, &lib)?;
     }
+    // Whatever the library prints should come out after what we printed.
+    out.flush().context("writing to stdout")?;
+    let value = invoke(&lib, &args.symbol, &args.args, args.ret)?;
+    if let Some(v) = value {
+        writeln!(out, "{v}").context("writing to stdout")?;
+    }
+    out.flush().context("writing to stdout")?;
+    drop(out);
+    lib.close()?;
+    Ok(())
+}
 
+/// A usage error if `args` need more registers than the convention has.
+pub(crate) fn check_counts(args: &[Arg]) -> anyhow::Result<()> {
+    let ints = args.iter().filter(|a| !matches!(a, Arg::Float(_))).count();
+    let floats = args.len() - ints;
+    if ints > INT_REGS {
+        return Err(Usage::err(format!(
+            "{ints} integer/string arguments: at most {INT_REGS} are supported (rdi, rsi, rdx, rcx, r8, r9)"
+        )));
+    }
+    if floats > FLOAT_REGS {
+        return Err(Usage::err(format!(
+            "{floats} float arguments: at most {FLOAT_REGS} are supported (xmm0..xmm7)"
+        )));
+    }
+    Ok(())
+}
+
+/// Looks `symbol` up in `lib`, calls it with `args` (see the module docs)
+/// and returns the result formatted as `ret` says (`None` for `void`).
+/// C stdio is flushed after the call.
+pub(crate) fn invoke(
+    lib: &Library,
+    symbol: &str,
+    args: &[Arg],
+    ret: Ret,
+) -> anyhow::Result<Option<String>> {
+    check_counts(args)?;
     // SAFETY: a function pointer is pointer-sized, as `get` requires. The
     // type is only right if SYMBOL is a function; the address is checked to
     // be executable before the call, and whether its parameters match the
     // arguments given is the user's responsibility (as with any FFI call).
-    let sym = unsafe { lib.get::<IntFn>(&args.symbol)? };
+    let sym = unsafe { lib.get::<IntFn>(symbol)? };
     let addr = sym.addr();
     if let Some(false) = executable(addr) {
         bail!(
             "{}: {} at {addr:#x} is not in executable memory (a data symbol?); refusing to call it",
             lib.path().display(),
-            args.symbol
+            symbol
         );
     }
 
-    // The strings live in `args.args` until after the call.
+    // The strings live in `args` until after the call.
     let mut int_regs = [0i64; INT_REGS];
     let mut float_regs = [0f64; FLOAT_REGS];
     let (mut ni, mut nf) = (0, 0);
-    for a in &args.args {
+    for a in args {
         match a {
             Arg::Int(v) => {
                 int_regs[ni] = *v;
@@ -282,9 +305,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let [i0, i1, i2, i3, i4, i5] = int_regs;
     let [x0, x1, x2, x3, x4, x5, x6, x7] = float_regs;
 
-    // Whatever the library prints should come out after what we printed.
-    out.flush().context("writing to stdout")?;
-    let value = if args.ret == Ret::F64 {
+    let value = if ret == Ret::F64 {
         // SAFETY: same address, viewed as returning a double; both are
         // plain function pointers of the same size.
         let f: FloatFn = unsafe { std::mem::transmute::<IntFn, FloatFn>(*sym) };
@@ -295,7 +316,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     } else {
         // SAFETY: as above.
         let r = unsafe { (*sym)(i0, i1, i2, i3, i4, i5, x0, x1, x2, x3, x4, x5, x6, x7) };
-        match args.ret {
+        match ret {
             Ret::I32 => Some((r as i32).to_string()),
             Ret::I64 => Some(r.to_string()),
             Ret::U64 => Some((r as u64).to_string()),
@@ -315,13 +336,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // SAFETY: fflush(NULL) flushes every C stdio stream; the library may
     // have written to C's stdout buffer.
     unsafe { libc::fflush(std::ptr::null_mut()) };
-    if let Some(v) = value {
-        writeln!(out, "{v}").context("writing to stdout")?;
-    }
-    out.flush().context("writing to stdout")?;
-    drop(out);
-    lib.close()?;
-    Ok(())
+    Ok(value)
 }
 
 /// Whether `addr` is in an executable mapping of this process, per

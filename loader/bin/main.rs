@@ -11,6 +11,11 @@
 //! parsing (see [`Usage`]).
 
 mod call;
+mod demo;
+mod inspect;
+mod pages;
+mod rss;
+mod trace;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -32,6 +37,24 @@ struct Cli {
 enum Command {
     /// Load a library with soloader and call one of its functions.
     Call(call::Args),
+    /// What loading a library will do, read from the file alone: segments,
+    /// dynamic entries, relocations and the pages they will write.
+    Inspect(inspect::Args),
+    /// Every step of a real load, in order, explained (like LD_DEBUG):
+    /// the search, each mmap/mprotect, relocations, bindings, faults.
+    Trace(trace::Args),
+    /// Page by page, which pages of each segment are resident, shared or
+    /// private copies: after mapping, after relocation, after a call.
+    Pages(pages::Args),
+    /// Experiments on mmap: mmap-vs-read, private-vs-shared, lazy,
+    /// unmappable.
+    Demo(demo::Args),
+    /// Measure how much of a library is physically shared between N
+    /// processes, per segment, with soloader, dlopen or a plain read.
+    Rss(rss::Args),
+    /// Internal: one worker process of `soloader rss`.
+    #[command(name = "rss-worker", hide = true)]
+    RssWorker(rss::WorkerArgs),
 }
 
 impl Command {
@@ -39,12 +62,24 @@ impl Command {
     fn name(&self) -> &'static str {
         match self {
             Command::Call(_) => "call",
+            Command::Inspect(_) => "inspect",
+            Command::Trace(_) => "trace",
+            Command::Pages(_) => "pages",
+            Command::Demo(_) => "demo",
+            Command::Rss(_) => "rss",
+            Command::RssWorker(_) => "rss-worker",
         }
     }
 
     fn run(self) -> anyhow::Result<()> {
         match self {
             Command::Call(args) => call::run(args),
+            Command::Inspect(args) => inspect::run(args),
+            Command::Trace(args) => trace::run(args),
+            Command::Pages(args) => pages::run(args),
+            Command::Demo(args) => demo::run(args),
+            Command::Rss(args) => rss::run(args),
+            Command::RssWorker(args) => rss::worker(args),
         }
     }
 }

@@ -417,6 +417,8 @@ fn array(
 #[inline]
 pub(crate) fn cstr_at(strtab: &[u8], off: u64) -> Option<&[u8]> {
     let rest = strtab.get(usize::try_from(off).ok()?..)?;
-    let len = rest.iter().position(|&b| b == 0)?;
-    Some(&rest[..len])
+    // CStr's search for the NUL is memchr: much faster than a byte loop.
+    std::ffi::CStr::from_bytes_until_nul(rest)
+        .ok()
+        .map(|c| c.to_bytes())
 }

@@ -44,16 +44,30 @@ pub(crate) fn sysv_hash(name: &[u8]) -> u32 {
 pub(crate) struct Name<'n> {
     pub bytes: &'n [u8],
     pub gnu: u32,
-    pub sysv: u32,
+    sysv: std::cell::Cell<Option<u32>>,
 }
 
 impl<'n> Name<'n> {
     /// Hashes `bytes`.
+    /// The SysV hash, computed on first use: only objects without a GNU
+    /// hash table need it.
+    #[inline]
+    pub(crate) fn sysv(&self) -> u32 {
+        match self.sysv.get() {
+            Some(h) => h,
+            None => {
+                let h = sysv_hash(self.bytes);
+                self.sysv.set(Some(h));
+                h
+            }
+        }
+    }
+
     pub(crate) fn new(bytes: &'n [u8]) -> Name<'n> {
         Name {
             bytes,
             gnu: gnu_hash(bytes),
-            sysv: sysv_hash(bytes),
+            sysv: std::cell::Cell::new(None),
         }
     }
 }
@@ -326,7 +340,7 @@ impl<'a> SymTab<'a> {
                 }
             }
             HashTable::Sysv { buckets, chains } => {
-                let mut i = buckets.get((name.sysv % buckets.len() as u32) as usize)?;
+                let mut i = buckets.get((name.sysv() % buckets.len() as u32) as usize)?;
                 // Each index is < nchain (validated); bound the walk too.
                 for _ in 0..chains.len() {
                     if i == 0 {

@@ -99,7 +99,8 @@ impl Pagemap {
     /// Opens `/proc/PID/pagemap`.
     pub fn open(pid: i32) -> io::Result<Pagemap> {
         let path = format!("/proc/{pid}/pagemap");
-        let file = File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+        let file =
+            File::open(&path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
         Ok(Pagemap {
             file,
             page: super::page_size(),
@@ -156,7 +157,8 @@ struct PfnTable {
 
 impl PfnTable {
     fn open(path: &str) -> io::Result<PfnTable> {
-        let file = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+        let file =
+            File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
         Ok(PfnTable { file })
     }
 

@@ -236,7 +236,8 @@ impl Rollup {
 
 fn read_proc(pid: i32, file: &str) -> io::Result<String> {
     let path = format!("/proc/{pid}/{file}");
-    let bytes = std::fs::read(&path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+    let bytes =
+        std::fs::read(&path).map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -352,7 +353,7 @@ garbage line without colon
         assert_eq!(v.fields.get("THPeligible"), Some(&Value::Number(0)));
         assert_eq!(v.fields.kb("NewFutureField"), Some(12));
         assert_eq!(v.vm_flags(), vec!["rd", "mr", "mw", "me", "sd"]);
-        assert_eq!(v.fields.len(), 27);
+        assert_eq!(v.fields.len(), 26);
         assert!(v.readable() && !v.writable() && !v.executable() && !v.map_shared());
         assert_eq!(s.vmas[1].name, "");
         assert!(!s.vmas[1].file_backed());

@@ -1,0 +1,6 @@
+//! stub
+#[derive(clap::Args)]
+pub struct Args {}
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    Ok(())
+}
