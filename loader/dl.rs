@@ -225,9 +225,9 @@ fn lookup(
             // order, then the global scope.
             modules.extend(list.iter().skip(1).map(|o| Module::Loaded(o)));
             modules.extend(hosts.iter().map(|h| Module::Host(h)));
-            modules.extend(host.objects.iter().map(|h| Module::Host(h)));
+            modules.extend(host.global.iter().map(|h| Module::Host(h)));
         } else {
-            modules.extend(host.objects.iter().map(|h| Module::Host(h)));
+            modules.extend(host.global.iter().map(|h| Module::Host(h)));
             modules.extend(list.iter().map(|o| Module::Loaded(o)));
         }
         let scope = Scope { modules };

@@ -44,23 +44,28 @@ pub(crate) struct HostObject {
     /// For static TLS: the block's offset from the thread pointer (the
     /// same in every thread). `None` without TLS or for dynamic TLS.
     pub tls_offset: Option<isize>,
+    /// `DT_NEEDED`, to follow the executable's dependency tree.
+    pub needed: Vec<String>,
 }
 
 /// The host's objects in `dl_iterate_phdr` order (the executable first).
 pub(crate) struct HostIndex {
+    /// Every object the system loader has mapped.
     pub objects: Vec<Arc<HostObject>>,
+    /// The global scope: the executable and its dependencies,
+    /// breadth-first — glibc's main search list, where a
+    /// `dlopen(RTLD_LOCAL)`ed library looks first. Libraries the host
+    /// `dlopen`ed itself are not in it (their symbols must not preempt a
+    /// soloader library's own), unless a soloader library names them in
+    /// `DT_NEEDED`. (Libraries the host opened with `RTLD_GLOBAL` later are
+    /// not visible to soloader as global: glibc does not say which they
+    /// are.)
+    pub global: Vec<Arc<HostObject>>,
     adds: u64,
     subs: u64,
 }
 
 impl HostIndex {
-    /// The host object whose `DT_SONAME` or file name is `name`.
-    /// The system loader's `(dlpi_adds, dlpi_subs)` when the index was
-    /// built: equal counters, equal set of objects.
-    pub(crate) fn generation(&self) -> (u64, u64) {
-        (self.adds, self.subs)
-    }
-
     /// The host object whose `DT_SONAME` or file name is `name`.
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<HostObject>> {
         self.objects.iter().find(|o| {
@@ -89,7 +94,7 @@ pub(crate) fn index() -> Arc<HostIndex> {
             return ix.clone();
         }
     }
-    let ix = Arc::new(build(adds, subs));
+    let ix = Arc::new(build(adds, subs, guard.as_deref()));
     *guard = Some(ix.clone());
     ix
 }
@@ -125,7 +130,7 @@ struct Raw {
     tls_data: usize,
 }
 
-fn build(adds: u64, subs: u64) -> HostIndex {
+fn build(adds: u64, subs: u64, old: Option<&HostIndex>) -> HostIndex {
     let mut raws: Vec<Raw> = Vec::new();
     unsafe extern "C" fn cb(
         info: *mut libc::dl_phdr_info,
@@ -187,14 +192,51 @@ fn build(adds: u64, subs: u64) -> HostIndex {
             } else {
                 r.name.clone()
             };
-            index_one(name, &r).map(Arc::new)
+            // An object still mapped at the same place under the same name
+            // keeps its index entry: rebuilding after the host loads one
+            // library costs that library only.
+            old.and_then(|ix| {
+                ix.objects
+                    .iter()
+                    .find(|o| o.base == r.base && o.name == name)
+                    .cloned()
+            })
+            .or_else(|| index_one(name, &r).map(Arc::new))
         })
-        .collect();
+        .collect::<Vec<Arc<HostObject>>>();
+    let global = global_scope(&objects);
     HostIndex {
         objects,
+        global,
         adds,
         subs,
     }
+}
+
+/// The executable's breadth-first dependency list, over `objects`.
+fn global_scope(objects: &[Arc<HostObject>]) -> Vec<Arc<HostObject>> {
+    let Some(exe) = objects.first() else {
+        return Vec::new();
+    };
+    let mut out = vec![exe.clone()];
+    let mut i = 0;
+    while i < out.len() {
+        for n in out[i].needed.clone() {
+            let found = objects.iter().find(|o| {
+                o.soname.as_deref() == Some(n.as_str())
+                    || Path::new(&o.name)
+                        .file_name()
+                        .is_some_and(|f| f == n.as_str())
+            });
+            if let Some(o) = found {
+                if !out.iter().any(|x| Arc::ptr_eq(x, o)) {
+                    out.push(o.clone());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
 }
 
 /// Reads one host object's dynamic symbols with the validated parser. An
@@ -218,6 +260,7 @@ fn index_one(name: String, r: &Raw) -> Option<HostObject> {
         base: r.base,
         symtab: t.symtab,
         versions: t.versions,
+        needed: t.needed.clone(),
         tls_modid: r.tls_modid,
         // dlpi_tls_data is this thread's block: for a module in glibc's
         // static TLS its distance from the thread pointer is the same in

@@ -188,7 +188,7 @@ impl Library {
                     tracer: options.tracer.clone(),
                 });
             }
-            register(&guard, &tree, &order);
+            register(&guard, &tree);
             initialise(&guard, &order, &options.tracer)?;
         }
         if let Some(e) = guard.registry().get_mut(root.id) {
@@ -481,7 +481,7 @@ fn link(loader: &Loader, tree: &Tree, order: &[Arc<Object>], run_code: bool) -> 
             Dep::Host(_) => None,
         })
         .collect();
-    let mut modules: Vec<Module> = host.objects.iter().map(|h| Module::Host(h)).collect();
+    let mut modules: Vec<Module> = host.global.iter().map(|h| Module::Host(h)).collect();
     let mut li = loaded.iter();
     for d in &list {
         match d {
@@ -561,16 +561,16 @@ fn protect_relro(o: &Object, sys: &Sys) -> Result<()> {
     Ok(())
 }
 
-fn register(guard: &Guard, tree: &Tree, order: &[Arc<Object>]) {
+fn register(guard: &Guard, tree: &Tree) {
     let mut reg = guard.registry();
-    for o in order {
-        let _ = tree;
+    // In load (breadth-first) order, like glibc's namespace list: the
+    // finalisation order is computed from it.
+    for o in &tree.new {
         reg.entries.push(Entry {
             obj: o.clone(),
             opens: 0,
             inited: false,
             finied: false,
-            init_seq: 0,
             nodelete: o.dynamic.nodelete(),
         });
     }
@@ -587,12 +587,9 @@ fn initialise(guard: &Guard, order: &[Arc<Object>], tracer: &Tracer) -> Result<(
     for o in order {
         {
             let mut reg = guard.registry();
-            let seq = reg.next_init_seq;
-            reg.next_init_seq += 1;
             match reg.get_mut(o.id) {
                 Some(e) if !e.inited => {
                     e.inited = true;
-                    e.init_seq = seq;
                 }
                 _ => continue,
             }
@@ -660,18 +657,24 @@ fn sweep(guard: &Guard, tracer: &Tracer) {
                 }
             }
         }
-        let mut dead: Vec<(u64, Arc<Object>, bool)> = reg
+        let dead: Vec<(Arc<Object>, bool)> = reg
             .entries
             .iter_mut()
             .filter(|e| !live.contains(&e.obj.id) && !e.finied)
             .map(|e| {
                 e.finied = true;
-                (e.init_seq, e.obj.clone(), e.inited)
+                (e.obj.clone(), e.inited)
             })
             .collect();
-        // Dependents first: reverse initialisation order.
-        dead.sort_by_key(|d| std::cmp::Reverse(d.0));
-        dead.into_iter().map(|(_, o, inited)| (o, inited)).collect()
+        // Dependents first, sorted the way glibc's dlclose sorts.
+        let objs: Vec<Arc<Object>> = dead.iter().map(|(o, _)| o.clone()).collect();
+        resolve::fini_order(&objs)
+            .into_iter()
+            .map(|o| {
+                let inited = dead.iter().any(|(d, i)| d.id == o.id && *i);
+                (o, inited)
+            })
+            .collect()
     };
     if dead.is_empty() {
         return;
@@ -703,17 +706,16 @@ extern "C" fn finalise_at_exit() {
     let guard = registry::lock();
     let todo: Vec<Arc<Object>> = {
         let mut reg = guard.registry();
-        let mut v: Vec<(u64, Arc<Object>)> = reg
+        let v: Vec<Arc<Object>> = reg
             .entries
             .iter_mut()
             .filter(|e| e.inited && !e.finied)
             .map(|e| {
                 e.finied = true;
-                (e.init_seq, e.obj.clone())
+                e.obj.clone()
             })
             .collect();
-        v.sort_by_key(|d| std::cmp::Reverse(d.0));
-        v.into_iter().map(|(_, o)| o).collect()
+        resolve::fini_order(&v)
     };
     for o in &todo {
         init::run_fini(o, &Tracer::default());

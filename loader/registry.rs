@@ -22,8 +22,6 @@ pub(crate) struct Entry {
     pub inited: bool,
     /// Finalisers ran (or are running).
     pub finied: bool,
-    /// Position in the global initialisation order.
-    pub init_seq: u64,
     /// `DF_1_NODELETE`: never unloaded.
     pub nodelete: bool,
 }
@@ -32,7 +30,6 @@ pub(crate) struct Entry {
 #[derive(Default)]
 pub(crate) struct Registry {
     pub entries: Vec<Entry>,
-    pub next_init_seq: u64,
     pub exit_handler: bool,
 }
 
@@ -65,7 +62,6 @@ static GLOBAL: Global = Global {
     depth: UnsafeCell::new(0),
     data: RefCell::new(Registry {
         entries: Vec::new(),
-        next_init_seq: 0,
         exit_handler: false,
     }),
 };

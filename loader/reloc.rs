@@ -485,16 +485,14 @@ impl Relocator<'_> {
     /// What makes this load's resolutions valid for a later one: the file
     /// being relocated, and the identity of every module in scope.
     fn memo_key(&self) -> MemoKey {
-        let ix = crate::host::index();
         MemoKey {
             object: (self.obj.file_id, self.obj.stamp),
-            host: ix.generation(),
             scope: self
                 .scope
                 .modules
                 .iter()
                 .map(|m| match m {
-                    Module::Host(h) => ScopeId::Host(h.base),
+                    Module::Host(h) => ScopeId::Host(h.base, h.symtab.len()),
                     Module::Loaded(o) => ScopeId::File(o.file_id, o.stamp),
                 })
                 .collect(),
@@ -673,17 +671,17 @@ enum Memo {
 /// Identity of a module in a scope.
 #[derive(Clone, PartialEq, Eq)]
 enum ScopeId {
-    Host(usize),
+    /// A host object: where it is and how many symbols it has.
+    Host(usize, usize),
     File((u64, u64), (u64, i64, i64)),
 }
 
 /// When remembered resolutions apply: same file (device, inode, size,
-/// mtime), same host objects (the system loader's counters), same modules
-/// in scope, in the same order.
+/// mtime), same modules in scope (host objects at the same places, files
+/// with the same identity), in the same order.
 #[derive(Clone, PartialEq, Eq)]
 struct MemoKey {
     object: ((u64, u64), (u64, i64, i64)),
-    host: (u64, u64),
     scope: Vec<ScopeId>,
 }
 

@@ -314,6 +314,39 @@ pub(crate) fn init_order(root: &Arc<Object>, new: &[Arc<Object>]) -> Vec<Arc<Obj
     rpo
 }
 
+/// The order in which `objs` (given in load order) are finalised:
+/// dependents first, as glibc 2.36's `_dl_sort_maps` sorts for `dlclose`
+/// and `_dl_fini` — the same depth-first reverse post-order as
+/// [`init_order`], walked from the end of the list, but without moving the
+/// opened library, and run forwards. Where the opened library sits in a
+/// dependency cycle this is not the reverse of the initialisation order,
+/// exactly as in glibc.
+pub(crate) fn fini_order(objs: &[Arc<Object>]) -> Vec<Arc<Object>> {
+    fn dfs(o: &Arc<Object>, set: &[Arc<Object>], seen: &mut Vec<u64>, rpo: &mut Vec<Arc<Object>>) {
+        if seen.contains(&o.id) {
+            return;
+        }
+        seen.push(o.id);
+        for d in o.deps.get().map(|v| v.as_slice()).unwrap_or(&[]) {
+            if let Dep::Loaded(w) = d {
+                if let Some(dep) = w.upgrade() {
+                    if set.iter().any(|n| n.id == dep.id) {
+                        dfs(&dep, set, seen, rpo);
+                    }
+                }
+            }
+        }
+        rpo.push(o.clone());
+    }
+    let mut rpo = Vec::with_capacity(objs.len());
+    let mut seen = Vec::new();
+    for o in objs.iter().rev() {
+        dfs(o, objs, &mut seen, &mut rpo);
+    }
+    rpo.reverse();
+    rpo
+}
+
 /// Upgrades a weak dependency edge.
 pub(crate) fn live(w: &Weak<Object>) -> Option<Arc<Object>> {
     w.upgrade()

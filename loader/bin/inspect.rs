@@ -77,10 +77,10 @@ fn page_size() -> u64 {
 pub(crate) fn size(n: u64) -> String {
     if n >= 1 << 20 && n % (1 << 20) == 0 {
         format!("{} MiB", n >> 20)
-    } else if n >= 1 << 20 {
-        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
     } else if n >= 1024 && n % 1024 == 0 {
         format!("{} KiB", n / 1024)
+    } else if n >= 1 << 20 {
+        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
     } else if n >= 1024 {
         format!("{:.1} KiB", n as f64 / 1024.0)
     } else {

@@ -11,6 +11,7 @@
 //! parsing (see [`Usage`]).
 
 mod call;
+mod check;
 mod demo;
 mod inspect;
 mod pages;
@@ -40,6 +41,9 @@ enum Command {
     /// What loading a library will do, read from the file alone: segments,
     /// dynamic entries, relocations and the pages they will write.
     Inspect(inspect::Args),
+    /// Would a library load? Parse, validate, map and relocate it and its
+    /// dependencies without running any of their code, then unmap.
+    Check(check::Args),
     /// Every step of a real load, in order, explained (like LD_DEBUG):
     /// the search, each mmap/mprotect, relocations, bindings, faults.
     Trace(trace::Args),
@@ -63,6 +67,7 @@ impl Command {
         match self {
             Command::Call(_) => "call",
             Command::Inspect(_) => "inspect",
+            Command::Check(_) => "check",
             Command::Trace(_) => "trace",
             Command::Pages(_) => "pages",
             Command::Demo(_) => "demo",
@@ -75,6 +80,7 @@ impl Command {
         match self {
             Command::Call(args) => call::run(args),
             Command::Inspect(args) => inspect::run(args),
+            Command::Check(args) => check::run(args),
             Command::Trace(args) => trace::run(args),
             Command::Pages(args) => pages::run(args),
             Command::Demo(args) => demo::run(args),

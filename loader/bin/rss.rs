@@ -460,6 +460,12 @@ struct PhdrSearch {
     found: Option<Vec<Phdr>>,
 }
 
+/// `dl_iterate_phdr`'s callback: keeps the program headers of the object
+/// loaded at `search.addr` under `search.name`.
+///
+/// # Safety
+/// `info` must be valid for the call and `data` must point to a live
+/// `PhdrSearch` (what `dl_iterate_phdr` passes on from `load_dlopen`).
 unsafe extern "C" fn phdr_callback(
     info: *mut libc::dl_phdr_info,
     _size: libc::size_t,
@@ -833,6 +839,27 @@ fn spawn(
     Ok(w)
 }
 
+/// A worker exited before reporting.
+#[derive(Debug)]
+struct WorkerFailed {
+    index: usize,
+    pid: u32,
+    /// The last line it wrote on stderr.
+    message: String,
+}
+
+impl std::fmt::Display for WorkerFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "worker {} (pid {}) failed: {}; all workers killed",
+            self.index, self.pid, self.message
+        )
+    }
+}
+
+impl std::error::Error for WorkerFailed {}
+
 /// Waits for every worker's report.
 fn collect(w: &mut Workers) -> anyhow::Result<Vec<Report>> {
     let (tx, rx) = mpsc::channel::<(usize, Option<String>)>();
@@ -885,7 +912,7 @@ fn collect(w: &mut Workers) -> anyhow::Result<Vec<Report>> {
             None if !ready[i] => {
                 let pid = w.children[i].id();
                 let err = w.kill(Some(i));
-                let err = err
+                let message = err
                     .lines()
                     .rev()
                     .find(|l| !l.trim().is_empty())
@@ -893,7 +920,11 @@ fn collect(w: &mut Workers) -> anyhow::Result<Vec<Report>> {
                     .trim()
                     .trim_start_matches("soloader: ")
                     .to_string();
-                bail!("worker {i} (pid {pid}) failed: {err}; all workers killed");
+                return Err(anyhow::Error::new(WorkerFailed {
+                    index: i,
+                    pid,
+                    message,
+                }));
             }
             None => {}
         }
@@ -917,6 +948,12 @@ fn resolve(exe: &Path, lib: &Path) -> anyhow::Result<PathBuf> {
                 }
             }
             Err(e) => {
+                // The probe's own failure says it all (cannot find, not
+                // an ELF file, …): no worker numbers.
+                let e = match e.downcast::<WorkerFailed>() {
+                    Ok(f) => anyhow!(f.message),
+                    Err(e) => e,
+                };
                 first_err.get_or_insert(e);
             }
         }
@@ -1032,7 +1069,7 @@ fn written_match(run: &Run, kind: Option<SegmentKind>) -> Option<(bool, Vec<u64>
 }
 
 fn kib(bytes: u64) -> String {
-    if bytes % 1024 == 0 {
+    if bytes.is_multiple_of(1024) {
         format!("{} KiB", bytes / 1024)
     } else {
         format!("{:.1} KiB", bytes as f64 / 1024.0)
@@ -1323,7 +1360,7 @@ fn human(lib: &Path, size: u64, procs: u32, call: &[String], runs: &[Run]) -> St
         if run.others.unreadable > 0 {
             let _ = writeln!(
                 s,
-                "   note: the maps of {} could not be read (permission denied): if it maps this library, the PSS shown is lower than the workers' own cost",
+                "   note: the maps of {} could not be read (permission denied): if any of them maps this library, the PSS shown is lower than the workers' own cost",
                 plural(run.others.unreadable, "process", "processes")
             );
         }
@@ -1370,11 +1407,7 @@ fn access_line(access: mem::Access) -> String {
     let root = unsafe { libc::geteuid() } == 0;
     format!(
         "{}: {}",
-        if root {
-            "running as root"
-        } else {
-            "running unprivileged"
-        },
+        if root { "as root" } else { "without root" },
         access.describe()
     )
 }

@@ -253,15 +253,14 @@ impl Access {
         self.pfn && self.kpagecount
     }
 
-    /// What this process can tell without root, or that it can tell
-    /// everything, in one sentence.
+    /// What this process can and cannot tell, in one sentence.
     pub fn describe(&self) -> &'static str {
         if self.exact_pss() {
-            "frame numbers and /proc/kpagecount are readable: PSS is exact per page, and physical frames are counted"
+            "frame numbers and /proc/kpagecount are readable, so PSS is exact per page and physical frames are counted"
         } else if self.pfn {
-            "frame numbers are readable but /proc/kpagecount is not: PSS comes from smaps (truncated to whole KiB per mapping); physical frames are counted"
+            "frame numbers are readable but /proc/kpagecount is not, so PSS comes from smaps (truncated to whole KiB per mapping); physical frames are counted"
         } else {
-            "not root: frame numbers read as 0 and /proc/kpagecount is not readable, so PSS comes from smaps (truncated to whole KiB per mapping), physical frames cannot be counted, and \"shared\" only means mapped by more than one process"
+            "frame numbers read as 0 and /proc/kpagecount is not readable, so PSS comes from smaps (truncated to whole KiB per mapping), physical frames cannot be counted, and \"shared\" only means mapped by more than one process"
         }
     }
 }
