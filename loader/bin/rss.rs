@@ -932,33 +932,16 @@ fn collect(w: &mut Workers) -> anyhow::Result<Vec<Report>> {
     Ok(reports)
 }
 
-/// The library's real path, found by a short-lived worker (the parent
-/// never maps the library, not even to find it).
-fn resolve(exe: &Path, lib: &Path) -> anyhow::Result<PathBuf> {
-    if lib.as_os_str().as_bytes().contains(&b'/') {
-        return std::fs::canonicalize(lib).with_context(|| format!("{}", lib.display()));
-    }
-    let mut first_err = None;
-    for m in [Method::Soloader, Method::Dlopen] {
-        let mut w = spawn(exe, lib, m, &[], 1)?;
-        match collect(&mut w) {
-            Ok(r) => {
-                if let Some(r) = r.into_iter().next() {
-                    return Ok(r.path);
-                }
-            }
-            Err(e) => {
-                // The probe's own failure says it all (cannot find, not
-                // an ELF file, …): no worker numbers.
-                let e = match e.downcast::<WorkerFailed>() {
-                    Ok(f) => anyhow!(f.message),
-                    Err(e) => e,
-                };
-                first_err.get_or_insert(e);
-            }
-        }
-    }
-    Err(first_err.unwrap_or_else(|| anyhow!("cannot find {}", lib.display())))
+/// The library's real path: a path as given, or a bare name searched for
+/// the way a load would ([`soloader::find_library`]: it reads headers and
+/// maps nothing, so the parent stays out of the measurement).
+fn resolve(lib: &Path) -> anyhow::Result<PathBuf> {
+    let found = if lib.as_os_str().as_bytes().contains(&b'/') {
+        lib.to_path_buf()
+    } else {
+        soloader::find_library(&lib.to_string_lossy(), &Options::new())?
+    };
+    std::fs::canonicalize(&found).with_context(|| format!("{}", found.display()))
 }
 
 // ---------------------------------------------------------------------------
@@ -1015,7 +998,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     parse_call(&call)?;
     install_signal_handlers();
     let exe = std::env::current_exe().context("finding the soloader binary")?;
-    let lib = resolve(&exe, &args.lib)?;
+    let lib = resolve(&args.lib)?;
     let size = std::fs::metadata(&lib).map(|m| m.len()).unwrap_or(0);
     let methods = match args.loader {
         Choice::Soloader => vec![Method::Soloader],
@@ -1350,11 +1333,24 @@ fn human(lib: &Path, size: u64, procs: u32, call: &[String], runs: &[Run]) -> St
         {
             let _ = writeln!(s, "   note: {note}");
         }
-        for m in &run.others.found {
+        if !run.others.found.is_empty() {
+            let found = &run.others.found;
+            let mut names: Vec<String> = found
+                .iter()
+                .take(5)
+                .map(|m| format!("{} {}", m.pid, m.comm))
+                .collect();
+            if found.len() > 5 {
+                names.push(format!("and {} more", found.len() - 5));
+            }
             let _ = writeln!(
                 s,
-                "   warning: pid {} ({}) also maps this library: it raises map counts, so PSS and \"shared\" include it",
-                m.pid, m.comm
+                "   warning: {} also {} this library ({}): map counts include {}, so Σ PSS is below the workers' own cost and \"shared\" includes {}",
+                plural(found.len(), "other process", "other processes"),
+                if found.len() == 1 { "maps" } else { "map" },
+                names.join(", "),
+                if found.len() == 1 { "it" } else { "them" },
+                if found.len() == 1 { "it" } else { "them" },
             );
         }
         if run.others.unreadable > 0 {
