@@ -434,7 +434,7 @@ unsafe extern "C" fn dl_find_object_impl(pc: *mut c_void, result: *mut DlFindObj
             (*result).dlfo_map_start = o.mapping.start as *mut c_void;
             (*result).dlfo_map_end = (o.mapping.start + o.mapping.len) as *mut c_void;
             (*result).dlfo_link_map = &*o.link_map as *const _ as *mut c_void;
-            (*result).dlfo_eh_frame = o.eh_frame.unwrap_or(0) as *mut c_void;
+            (*result).dlfo_eh_frame = o.eh_frame().unwrap_or(0) as *mut c_void;
         }
         return 0;
     }

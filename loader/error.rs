@@ -159,7 +159,27 @@ fn version_suffix(version: &Option<String>) -> String {
 }
 
 impl fmt::Display for Error {
+    /// One line: names, paths and strings read from a file (a hostile one
+    /// may hold a newline in a symbol name) have their control characters
+    /// escaped, Rust-style (`\n`, `\u{1b}`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut line = String::new();
+        self.write_raw(&mut line)?;
+        for c in line.chars() {
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Error {
+    /// The message, before control characters are escaped.
+    fn write_raw(&self, f: &mut String) -> fmt::Result {
+        use fmt::Write as _;
         match self {
             Error::Io { path, op, source } => {
                 write!(f, "{}: {op} failed: {source}", path.display())

@@ -65,8 +65,10 @@ pub(crate) struct Object {
     /// vector grows.
     #[allow(clippy::vec_box)]
     pub tlsdesc_args: Mutex<Vec<Box<TlsIndex>>>,
-    /// Start of `.eh_frame`, for the unwinder.
-    pub eh_frame: Option<usize>,
+    /// Start of `.eh_frame`, for the unwinder: found on first use, since
+    /// reading `.eh_frame_hdr` faults in read-only pages a load otherwise
+    /// never touches.
+    eh_frame: OnceLock<Option<usize>>,
     /// `.eh_frame` is registered with the host's unwinder.
     pub eh_registered: AtomicBool,
     /// Thread-exit destructors registered by this object that have not
@@ -148,13 +150,9 @@ impl Object {
             let d = DynInfo::parse(path, &view, plan.dynamic.0, plan.dynamic.1, |v| v)?;
             let t = Tables::parse(path, &view, &d)?;
             let tls = tls_image(path, &view, &plan, mapping.base)?;
-            let eh = match plan.eh_frame_hdr {
-                Some(hdr) => crate::unwind::eh_frame_start(path, &view, hdr, mapping.base)?,
-                None => None,
-            };
-            Ok((d, t, tls, eh))
+            Ok((d, t, tls))
         });
-        let (dynamic, tables, tls, eh_frame) = match parsed {
+        let (dynamic, tables, tls) = match parsed {
             Ok(x) => x,
             Err(e) => {
                 sys.munmap(mapping.start, mapping.len, "undo failed load");
@@ -184,7 +182,7 @@ impl Object {
             unmapped: AtomicBool::new(false),
             tls: tls.map(|image| (crate::tls::register(image), image)),
             tlsdesc_args: Mutex::new(Vec::new()),
-            eh_frame,
+            eh_frame: OnceLock::new(),
             eh_registered: AtomicBool::new(false),
             pins: AtomicUsize::new(0),
             c_path,
@@ -228,9 +226,49 @@ impl Object {
         self.mapping.base.wrapping_add(vaddr as usize)
     }
 
-    /// Registers `.eh_frame` with the unwinder (after relocation).
+    /// The start of `.eh_frame` (through `PT_GNU_EH_FRAME`), if the object
+    /// has a usable one.
+    pub(crate) fn eh_frame(&self) -> Option<usize> {
+        *self.eh_frame.get_or_init(|| {
+            let hdr = self.plan.eh_frame_hdr?;
+            // SAFETY: the object is mapped (callers hold it loaded) and its
+            // file-backed segments are readable.
+            let view: View<'_> = unsafe { View::of_image(self.mapping.base, &self.plan.loads) };
+            crate::unwind::eh_frame_start(&self.path, &view, hdr, self.mapping.base)
+                .ok()
+                .flatten()
+        })
+    }
+
+    /// Whether code in this object throws or catches exceptions itself:
+    /// it imports the unwinder or the C++ exception runtime.
+    fn uses_exceptions(&self) -> bool {
+        let st = &self.tables.symtab;
+        (1..st.len()).any(|i| {
+            st.sym(i).is_some_and(|s| {
+                s.st_shndx == 0 && {
+                    let n = st.name(&s);
+                    n.starts_with(b"_Unwind_")
+                        || n.starts_with(b"__gxx_personality")
+                        || n == b"__cxa_throw"
+                        || n == b"__cxa_begin_catch"
+                }
+            })
+        })
+    }
+
+    /// Registers `.eh_frame` with the unwinder (after relocation), for
+    /// objects that use exceptions. Registering reads the first word of
+    /// `.eh_frame`, which faults in (with fault-around) up to 64 KiB of
+    /// read-only data a plain C library never needs; glibc's own loader
+    /// touches none of it. (A C library that an exception must cross,
+    /// through a callback, needs the registration too: that case is left
+    /// out.)
     pub(crate) fn register_eh_frame(&self) {
-        if let Some(eh) = self.eh_frame {
+        if !self.uses_exceptions() {
+            return;
+        }
+        if let Some(eh) = self.eh_frame() {
             if !self.eh_registered.load(Ordering::Acquire) && crate::unwind::register(eh) {
                 self.eh_registered.store(true, Ordering::Release);
             }
@@ -285,7 +323,7 @@ impl Object {
                 crate::tls::unregister(id);
             }
             if let (Some(eh), true) = (
-                self.eh_frame,
+                self.eh_frame.get().copied().flatten(),
                 self.eh_registered.swap(false, Ordering::AcqRel),
             ) {
                 crate::unwind::deregister(eh);

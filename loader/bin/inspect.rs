@@ -190,12 +190,12 @@ pub(crate) fn human(i: &Inspection) -> String {
     let _ = writeln!(o);
     let _ = writeln!(
         o,
-        "Segments: a load reserves {} of address space (PROT_NONE), then maps each",
+        "Segments: a load reserves {} of address space for the whole span, then maps",
         size(i.span)
     );
     let _ = writeln!(
         o,
-        "PT_LOAD over it from the file with MAP_PRIVATE|MAP_FIXED and its own protections."
+        "each PT_LOAD there from the file, MAP_PRIVATE, with its own protections."
     );
     let _ = writeln!(
         o,

@@ -131,6 +131,24 @@ impl State {
         }
     }
 
+    /// One line, for the SVG legend.
+    fn short_legend(self) -> &'static str {
+        match self {
+            State::NotResident => {
+                "not resident: no page table entry yet (lazy: faults in on first touch)"
+            }
+            State::Cache => {
+                "the page cache's own page: clean, shared with every process mapping the file"
+            }
+            State::PrivateCopy => {
+                "private copy: written, so copy-on-write gave this process its own page"
+            }
+            State::DirtyAnon => "dirty anonymous page (.bss past the file, written)",
+            State::ZeroPage => "the shared zero page (.bss read, never written)",
+            State::Swapped => "swapped out",
+        }
+    }
+
     fn colour(self) -> &'static str {
         match self {
             State::NotResident => "#e4e4e4",
@@ -607,7 +625,11 @@ pub(crate) fn render(map: &PageMap, width: usize) -> String {
     }
     let _ = writeln!(o);
     let t = totals(map);
-    let _ = writeln!(o, "pages              A        B        C");
+    let _ = writeln!(
+        o,
+        "  {:<15} {:>5}    {:>5}    {:>5}",
+        "pages", "A", "B", "C"
+    );
     for (i, s) in State::ALL.iter().enumerate() {
         if t.iter().all(|m| m[i] == 0) {
             continue;
@@ -753,7 +775,7 @@ pub(crate) fn svg(map: &PageMap) -> String {
         o,
         "<text x=\"{MARGIN}\" y=\"{y}\">{}</text>",
         xml_escape(&format!(
-            "base {:#x}, page size {}; one cell per page, {COLS} pages per row; hover a cell for details",
+            "base {:#x}, page size {}; one cell per page, {COLS} pages per row; a digit: how many page tables map that page; hover a cell for details",
             map.base,
             size(page)
         ))
@@ -766,13 +788,7 @@ pub(crate) fn svg(map: &PageMap) -> String {
             "<rect class=\"legend\" x=\"{MARGIN}\" y=\"{ly}\" width=\"{CELL}\" height=\"{CELL}\" fill=\"{}\" stroke=\"#888\" stroke-width=\"0.5\"/>",
             s.colour()
         );
-        let text = s
-            .legend()
-            .lines()
-            .map(str::trim)
-            .collect::<Vec<_>>()
-            .join(" ");
-        let text = text.split_once(' ').map(|(_, t)| t.trim()).unwrap_or(&text);
+        let text = s.short_legend();
         let _ = writeln!(
             o,
             "<text x=\"{}\" y=\"{}\">{}</text>",
@@ -823,6 +839,20 @@ pub(crate) fn svg(map: &PageMap) -> String {
                         p.describe(part.file)
                     ))
                 );
+                // How many page tables map a shared page, when known.
+                if let (State::Cache, Some(count @ 2..)) = (st, p.mapcount) {
+                    let label = if count > 9 {
+                        "+".to_string()
+                    } else {
+                        count.to_string()
+                    };
+                    let _ = writeln!(
+                        o,
+                        "<text class=\"count\" x=\"{}\" y=\"{}\" font-size=\"8\" fill=\"#ffffff\" text-anchor=\"middle\" pointer-events=\"none\">{label}</text>",
+                        cx + CELL / 2,
+                        cy + CELL - 2
+                    );
+                }
             }
         }
         y += LABEL_H + part.pages.div_ceil(COLS) * (CELL + GAP) + 10;

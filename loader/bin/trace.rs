@@ -159,9 +159,9 @@ impl Phase {
         match self {
             Phase::Load => {
                 "A name is searched for like dlopen does; each file is opened, its headers\n\
-                 read with pread, an address range reserved (PROT_NONE) and every PT_LOAD\n\
-                 mapped over it from the file, MAP_PRIVATE. Nothing of the file is read by\n\
-                 mmap: a page arrives when it is first touched (a page fault)."
+                 read with pread, address space reserved for the whole span and every\n\
+                 PT_LOAD mapped there from the file, MAP_PRIVATE. Nothing of the file is\n\
+                 read by mmap: a page arrives when it is first touched (a page fault)."
             }
             Phase::Relocate => {
                 "Each relocation writes an address into a data page. The first write to a\n\
