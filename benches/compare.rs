@@ -1,0 +1,390 @@
+//! soloader against glibc's `dlopen`, measured side by side in one run.
+//!
+//! For each library: load (open + map + relocate + initialise) and unload,
+//! and symbol lookup (hit and miss), with the two contenders alternated
+//! iteration by iteration so that machine drift hits both alike; medians
+//! over many iterations after a warm-up. Host dependencies (libc, libm …)
+//! are loaded once before any timing, so `dlclose` does not unload and
+//! reload them each round. libcrypto is `NODELETE`: it is measured on a
+//! copy with `DF_1_NODELETE` cleared, so both loaders really unload it.
+//! Also: relocations per microsecond, page faults and system calls per load
+//! (the latter counted by `strace -c` on a child of this benchmark).
+//!
+//! `make bench` runs it; the table goes to stdout and JSON to
+//! `target/bench.json`.
+
+use std::ffi::{c_void, CString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use soloader::{Library, Options};
+
+const WARMUP: usize = 50;
+
+fn iterations() -> usize {
+    std::env::var("SOLOADER_BENCH_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(400)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn cstr(p: &Path) -> CString {
+    CString::new(p.to_str().expect("utf-8 path")).expect("no NUL")
+}
+
+fn glibc_open(p: &CString) -> *mut c_void {
+    // SAFETY: loading a trusted system library with the system loader.
+    let h = unsafe { libc::dlopen(p.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    assert!(!h.is_null(), "dlopen failed");
+    h
+}
+
+fn glibc_close(h: *mut c_void) {
+    // SAFETY: a handle from glibc_open.
+    unsafe { libc::dlclose(h) };
+}
+
+fn minflt() -> i64 {
+    // SAFETY: getrusage fills the struct.
+    unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut u);
+        u.ru_minflt + u.ru_majflt
+    }
+}
+
+/// A copy of `src` in `dir` with `DF_1_NODELETE` cleared in its dynamic
+/// section, so that unloading really unloads.
+fn without_nodelete(src: &Path, dir: &Path) -> PathBuf {
+    let mut bytes = std::fs::read(src).expect("read library");
+    let obj = goblin::elf::Elf::parse(&bytes).expect("parse library");
+    let dynamic = obj
+        .program_headers
+        .iter()
+        .find(|p| p.p_type == goblin::elf::program_header::PT_DYNAMIC)
+        .expect("PT_DYNAMIC");
+    let (off, size) = (dynamic.p_offset as usize, dynamic.p_filesz as usize);
+    drop(obj);
+    for at in (off..off + size).step_by(16) {
+        let tag = u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        if tag == goblin::elf::dynamic::DT_FLAGS_1 {
+            let v = u64::from_le_bytes(bytes[at + 8..at + 16].try_into().expect("8 bytes"));
+            let v = v & !goblin::elf::dynamic::DF_1_NODELETE;
+            bytes[at + 8..at + 16].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+    let out = dir.join(src.file_name().expect("file name"));
+    std::fs::write(&out, bytes).expect("write copy");
+    out
+}
+
+/// A generated library with `relocs` symbolic relocations against `syms`
+/// exported functions (a data table of pointers to them), built with the
+/// system C compiler.
+fn generated(dir: &Path, syms: usize, relocs: usize) -> PathBuf {
+    let mut c = String::new();
+    for i in 0..syms {
+        c.push_str(&format!("int gen_f{i}(void) {{ return {i}; }}\n"));
+    }
+    c.push_str(&format!("void *gen_table[{relocs}] = {{\n"));
+    for i in 0..relocs {
+        c.push_str(&format!("(void *)&gen_f{},\n", i % syms));
+    }
+    c.push_str("};\nint gen_sum(int n) { int s = 0; for (int i = 0; i < n; i++) s += ((int (*)(void))gen_table[i])(); return s; }\n");
+    let src = dir.join(format!("gen_{syms}_{relocs}.c"));
+    let out = dir.join(format!("libgen_{syms}_{relocs}.so"));
+    std::fs::write(&src, c).expect("write source");
+    let st = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
+        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("run the C compiler");
+    assert!(st.success(), "compiling the generated library failed");
+    out
+}
+
+fn relocation_count(path: &Path) -> usize {
+    soloader::inspect::inspect(path)
+        .map(|i| i.relocations.iter().map(|r| r.count).sum())
+        .unwrap_or(0)
+}
+
+struct Row {
+    name: String,
+    relocs: usize,
+    so_load: f64,
+    gl_load: f64,
+    so_unload: f64,
+    gl_unload: f64,
+    so_hit: f64,
+    gl_hit: f64,
+    so_miss: f64,
+    gl_miss: f64,
+    so_faults: f64,
+    gl_faults: f64,
+    so_syscalls: Option<f64>,
+    gl_syscalls: Option<f64>,
+}
+
+fn bench_library(name: &str, path: &Path, hit: &str) -> Row {
+    let n = iterations();
+    let c = cstr(path);
+    let (mut sl, mut gl, mut su, mut gu) = (vec![], vec![], vec![], vec![]);
+    let (mut sf, mut gf) = (0i64, 0i64);
+    for i in 0..WARMUP + n {
+        let f0 = minflt();
+        let t = Instant::now();
+        let lib = Library::open(path).expect("soloader load");
+        let load = t.elapsed().as_secs_f64();
+        let f1 = minflt();
+        let t = Instant::now();
+        drop(lib);
+        let unload = t.elapsed().as_secs_f64();
+        let f2 = minflt();
+        let t = Instant::now();
+        let h = glibc_open(&c);
+        let gload = t.elapsed().as_secs_f64();
+        let f3 = minflt();
+        let t = Instant::now();
+        glibc_close(h);
+        let gunload = t.elapsed().as_secs_f64();
+        if i >= WARMUP {
+            sl.push(load * 1e6);
+            su.push(unload * 1e6);
+            gl.push(gload * 1e6);
+            gu.push(gunload * 1e6);
+            sf += f1 - f0;
+            gf += f3 - f2;
+        }
+        let _ = f2;
+    }
+    // Lookups on one loaded copy each.
+    let lib = Library::open(path).expect("soloader load");
+    let h = glibc_open(&c);
+    let hit_c = CString::new(hit).expect("no NUL");
+    let miss = "soloader_bench_no_such_symbol";
+    let miss_c = CString::new(miss).expect("no NUL");
+    let reps = 2000;
+    let (mut sh, mut gh, mut sm, mut gm) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..200 {
+        let t = Instant::now();
+        for _ in 0..reps {
+            // SAFETY: only the address is used.
+            let s = unsafe { lib.get::<*const c_void>(hit) };
+            std::hint::black_box(s.is_ok());
+        }
+        sh.push(t.elapsed().as_secs_f64() * 1e9 / reps as f64);
+        let t = Instant::now();
+        for _ in 0..reps {
+            // SAFETY: plain dlsym on a live handle.
+            std::hint::black_box(unsafe { libc::dlsym(h, hit_c.as_ptr()) });
+        }
+        gh.push(t.elapsed().as_secs_f64() * 1e9 / reps as f64);
+        let t = Instant::now();
+        for _ in 0..reps {
+            // SAFETY: only the error is used.
+            let s = unsafe { lib.get::<*const c_void>(miss) };
+            std::hint::black_box(s.is_err());
+        }
+        sm.push(t.elapsed().as_secs_f64() * 1e9 / reps as f64);
+        let t = Instant::now();
+        for _ in 0..reps {
+            // SAFETY: plain dlsym on a live handle; dlerror clears the
+            // error string it sets.
+            std::hint::black_box(unsafe { libc::dlsym(h, miss_c.as_ptr()) });
+            // SAFETY: as above.
+            std::hint::black_box(unsafe { libc::dlerror() });
+        }
+        gm.push(t.elapsed().as_secs_f64() * 1e9 / reps as f64);
+    }
+    drop(lib);
+    glibc_close(h);
+    Row {
+        name: name.to_string(),
+        relocs: relocation_count(path),
+        so_load: median(&mut sl),
+        gl_load: median(&mut gl),
+        so_unload: median(&mut su),
+        gl_unload: median(&mut gu),
+        so_hit: median(&mut sh),
+        gl_hit: median(&mut gh),
+        so_miss: median(&mut sm),
+        gl_miss: median(&mut gm),
+        so_faults: sf as f64 / n as f64,
+        gl_faults: gf as f64 / n as f64,
+        so_syscalls: syscalls("soloader", path),
+        gl_syscalls: syscalls("glibc", path),
+    }
+}
+
+/// System calls per load+unload, from `strace -c` on a child that does
+/// 100 loads after one warm-up load (subtracting a run with 0 loads).
+fn syscalls(loader: &str, path: &Path) -> Option<f64> {
+    let exe = std::env::current_exe().ok()?;
+    let count = |n: usize| -> Option<f64> {
+        let out =
+            std::env::temp_dir().join(format!("soloader-bench-strace-{}", std::process::id()));
+        let st = Command::new("strace")
+            .args(["-f", "-c", "-o"])
+            .arg(&out)
+            .arg(&exe)
+            .env(
+                "SOLOADER_BENCH_CHILD",
+                format!("{loader}:{}:{n}", path.display()),
+            )
+            .env("SOLOADER_GDB", "0")
+            .status()
+            .ok()?;
+        if !st.success() {
+            return None;
+        }
+        let text = std::fs::read_to_string(&out).ok()?;
+        std::fs::remove_file(&out).ok();
+        let total = text.lines().find(|l| l.trim_end().ends_with("total"))?;
+        total.split_whitespace().nth(3)?.parse::<f64>().ok()
+    };
+    let (a, b) = (count(0)?, count(100)?);
+    Some((b - a) / 100.0)
+}
+
+fn child(spec: &str) {
+    let mut it = spec.splitn(3, ':');
+    let (loader, path, n) = (
+        it.next().unwrap_or(""),
+        PathBuf::from(it.next().unwrap_or("")),
+        it.next().and_then(|n| n.parse::<usize>().ok()).unwrap_or(0),
+    );
+    preload_host();
+    let c = cstr(&path);
+    // One warm-up load: the first load builds indexes on both sides.
+    if loader == "soloader" {
+        drop(Library::open(&path).expect("load"));
+        for _ in 0..n {
+            drop(Library::open(&path).expect("load"));
+        }
+    } else {
+        glibc_close(glibc_open(&c));
+        for _ in 0..n {
+            glibc_close(glibc_open(&c));
+        }
+    }
+}
+
+/// Loads the host libraries the measured ones need, once, with the system
+/// loader (soloader binds to them; glibc keeps them).
+fn preload_host() {
+    for n in ["libm.so.6", "libpthread.so.0", "libdl.so.2"] {
+        let c = CString::new(n).expect("no NUL");
+        // SAFETY: loading glibc's own libraries; the handles are kept.
+        unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        f64::NAN
+    }
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var("SOLOADER_BENCH_CHILD") {
+        child(&spec);
+        return;
+    }
+    // `cargo bench` passes --bench; nothing else is accepted.
+    preload_host();
+    let dir = std::env::temp_dir().join(format!("soloader-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let find = |n: &str| soloader::find_library(n, &Options::new()).expect("library installed");
+    let mut libs: Vec<(String, PathBuf, &str)> = vec![
+        ("libz".into(), find("libz.so.1"), "inflate"),
+        ("libsqlite3".into(), find("libsqlite3.so.0"), "sqlite3_open"),
+        (
+            "libcrypto (NODELETE cleared)".into(),
+            without_nodelete(&find("libcrypto.so.3"), &dir),
+            "EVP_sha256",
+        ),
+    ];
+    eprintln!("generating a library with 100,000 relocations and 20,000 exported symbols …");
+    libs.push((
+        "generated 100k relocs / 20k syms".into(),
+        generated(&dir, 20_000, 100_000),
+        "gen_f12345",
+    ));
+    for (syms, relocs) in [(2_000, 10_000), (10_000, 50_000)] {
+        libs.push((
+            format!(
+                "generated {}k relocs / {}k syms",
+                relocs / 1000,
+                syms / 1000
+            ),
+            generated(&dir, syms, relocs),
+            "gen_f1",
+        ));
+    }
+    let rows: Vec<Row> = libs
+        .iter()
+        .map(|(n, p, hit)| {
+            eprintln!("measuring {n} …");
+            bench_library(n, p, hit)
+        })
+        .collect();
+    std::fs::remove_dir_all(&dir).ok();
+
+    println!();
+    println!("soloader vs glibc dlopen(RTLD_NOW|RTLD_LOCAL)/dlclose/dlsym, medians of {} alternated iterations", iterations());
+    println!(
+        "{:<34} {:>8} {:>10} {:>10} {:>6} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>11} {:>13} {:>13}",
+        "library", "relocs", "load µs", "glibc", "ratio", "unload", "glibc", "ratio", "hit ns", "glibc", "ratio",
+        "miss ns", "glibc", "ratio", "relocs/µs", "faults/load", "syscalls/load"
+    );
+    let mut json = Vec::new();
+    for r in &rows {
+        let sys = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+        println!(
+            "{:<34} {:>8} {:>10.1} {:>10.1} {:>6.2} {:>9.1} {:>9.1} {:>6.2} {:>8.0} {:>8.0} {:>6.2} {:>8.0} {:>8.0} {:>6.2} {:>5.0} /{:>5.0} {:>6.1} /{:>6.1} {:>6} /{:>6}",
+            r.name,
+            r.relocs,
+            r.so_load,
+            r.gl_load,
+            ratio(r.so_load, r.gl_load),
+            r.so_unload,
+            r.gl_unload,
+            ratio(r.so_unload, r.gl_unload),
+            r.so_hit,
+            r.gl_hit,
+            ratio(r.so_hit, r.gl_hit),
+            r.so_miss,
+            r.gl_miss,
+            ratio(r.so_miss, r.gl_miss),
+            r.relocs as f64 / r.so_load,
+            r.relocs as f64 / r.gl_load,
+            r.so_faults,
+            r.gl_faults,
+            sys(r.so_syscalls),
+            sys(r.gl_syscalls),
+        );
+        json.push(format!(
+            "{{\"library\":\"{}\",\"relocations\":{},\"load_us\":{{\"soloader\":{:.2},\"glibc\":{:.2},\"ratio\":{:.3}}},\"unload_us\":{{\"soloader\":{:.2},\"glibc\":{:.2},\"ratio\":{:.3}}},\"lookup_hit_ns\":{{\"soloader\":{:.1},\"glibc\":{:.1},\"ratio\":{:.3}}},\"lookup_miss_ns\":{{\"soloader\":{:.1},\"glibc\":{:.1},\"ratio\":{:.3}}},\"faults_per_load\":{{\"soloader\":{:.1},\"glibc\":{:.1}}},\"syscalls_per_load\":{{\"soloader\":{},\"glibc\":{}}}}}",
+            r.name, r.relocs, r.so_load, r.gl_load, ratio(r.so_load, r.gl_load), r.so_unload, r.gl_unload,
+            ratio(r.so_unload, r.gl_unload), r.so_hit, r.gl_hit, ratio(r.so_hit, r.gl_hit), r.so_miss, r.gl_miss,
+            ratio(r.so_miss, r.gl_miss), r.so_faults, r.gl_faults,
+            r.so_syscalls.map_or("null".into(), |v| format!("{v:.1}")),
+            r.gl_syscalls.map_or("null".into(), |v| format!("{v:.1}")),
+        ));
+    }
+    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench.json");
+    let text = format!("[\n  {}\n]\n", json.join(",\n  "));
+    if std::fs::write(&out, text).is_ok() {
+        println!("\nJSON: {}", out.display());
+    }
+}
