@@ -440,7 +440,15 @@ pub(crate) fn loaded_objects() -> Vec<Arc<Object>> {
 
 /// Looks `name` up along `obj`'s breadth-first search list.
 fn find(obj: &Arc<Object>, name: &Name, version: Option<&VersionReq>) -> Option<Result<usize>> {
-    for d in obj.search_list.get()? {
+    // The object itself first, without going through its weak edge.
+    if let Some((_, sym)) = obj.tables.symtab.lookup(name, version) {
+        let f = Found {
+            module: Module::Loaded(obj),
+            sym,
+        };
+        return Some(f.value(&obj.path, name.bytes));
+    }
+    for d in obj.search_list.get()?.iter().skip(1) {
         let found = match d {
             Dep::Loaded(w) => {
                 let Some(o) = resolve::live(w) else { continue };

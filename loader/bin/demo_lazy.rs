@@ -111,9 +111,16 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         size(len as u64)
     );
     println!();
+    let heads = [
+        "",
+        "page cache",
+        "mapped here",
+        "faults",
+        "pages mapped here",
+    ];
     println!(
         "{:<34} {:>10} {:>12} {:>16}  {}",
-        "", "page cache", "mapped here", "faults", "pages mapped here"
+        heads[0], heads[1], heads[2], heads[3], heads[4]
     );
     let report = |what: &str, minor: u64, major: u64, t: Option<std::time::Duration>| {
         let (mapped, runs) = present_runs(&reader, &m);

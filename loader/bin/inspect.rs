@@ -75,9 +75,9 @@ fn page_size() -> u64 {
 
 /// `12 KiB`, `1.5 MiB`, `100 B`.
 pub(crate) fn size(n: u64) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{} MiB", n >> 20)
-    } else if n >= 1024 && n % 1024 == 0 {
+    } else if n >= 1024 && n.is_multiple_of(1024) {
         format!("{} KiB", n / 1024)
     } else if n >= 1 << 20 {
         format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
@@ -380,7 +380,7 @@ pub(crate) fn to_json(i: &Inspection) -> Json {
         ("soname", Json::opt_str(i.soname.as_deref())),
         (
             "needed",
-            Json::Arr(i.needed.iter().map(|n| Json::str(n)).collect()),
+            Json::Arr(i.needed.iter().map(Json::str).collect()),
         ),
         ("rpath", Json::opt_str(i.rpath.as_deref())),
         ("runpath", Json::opt_str(i.runpath.as_deref())),

@@ -568,8 +568,8 @@ pub(crate) fn render(map: &PageMap, width: usize) -> String {
     }
     let _ = writeln!(o);
     for s in State::ALL {
-        for (n, line) in s.legend().lines().enumerate() {
-            let _ = writeln!(o, "  {}{}", if n == 0 { "" } else { "" }, line);
+        for line in s.legend().lines() {
+            let _ = writeln!(o, "  {line}");
         }
     }
     if !map.counts_readable {

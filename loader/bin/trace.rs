@@ -190,6 +190,8 @@ impl Phase {
     fn of(e: &Event) -> Phase {
         match e {
             Event::Bind { .. } | Event::Relocations { .. } | Event::Relro { .. } => Phase::Relocate,
+            // Populating the pages relocation is about to write.
+            Event::Madvise { advice: 23, .. } => Phase::Relocate,
             Event::Init { .. } | Event::Loaded { .. } => Phase::Init,
             Event::Fini { .. } | Event::Unloaded { .. } => Phase::Unload,
             _ => Phase::Load,
@@ -541,10 +543,19 @@ fn event_text(e: &Event, bases: &HashMap<PathBuf, usize>) -> String {
             "munmap({addr:#x}, {len:#x}) = 0\n      # {purpose}: {}",
             size(*len as u64)
         ),
-        Event::Madvise { addr, len, advice } => format!(
-            "madvise({addr:#x}, {len:#x}, {}) = 0",
-            advice_name(*advice)
-        ),
+        Event::Madvise { addr, len, advice } => {
+            let what = if *advice == 23 {
+                "faulted in, writable, in one call: the pages relocation is about to\n      \
+                 # write, each now a private copy (instead of one fault per page)"
+            } else {
+                "advice on how these pages will be used"
+            };
+            format!(
+                "madvise({addr:#x}, {len:#x}, {}) = 0\n      # {}: {what}",
+                advice_name(*advice),
+                size(*len as u64)
+            )
+        }
         Event::BssZero { addr, len } => format!(
             "zero .bss {addr:#x}..{:#x} ({len} bytes): the tail of the last file page held\n      # other bytes of the file; writing zeros there makes that page a private copy",
             addr + len
@@ -878,8 +889,8 @@ pub(crate) fn to_json(r: &Run) -> Json {
         .collect();
     Json::obj([
         ("library", Json::str(r.lib.to_string_lossy())),
-        ("pid", Json::num(pid as i64)),
-        ("page_size", Json::num(page as i64)),
+        ("pid", Json::num(pid)),
+        ("page_size", Json::num(page)),
         ("events", Json::Arr(events)),
         ("phases", Json::Arr(phases)),
         (

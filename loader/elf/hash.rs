@@ -373,7 +373,13 @@ impl<'a> SymTab<'a> {
         {
             return None;
         }
-        if self.name(&sym) != name.bytes {
+        // Compare in place: the name's bytes, then its NUL (no scan for
+        // the end of the stored name).
+        let at = sym.st_name as usize;
+        let n = name.bytes.len();
+        if self.strtab.get(at..at.checked_add(n)?) != Some(name.bytes)
+            || self.strtab.get(at + n) != Some(&0)
+        {
             return None;
         }
         if let Some(vs) = self.versym {
