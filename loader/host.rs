@@ -180,9 +180,12 @@ fn build(adds: u64, subs: u64, old: Option<&HostIndex>) -> HostIndex {
     // SAFETY: the callback only pushes into `raws`, which outlives the call.
     unsafe { libc::dl_iterate_phdr(Some(cb), &mut raws as *mut _ as *mut c_void) };
 
-    let exe = std::fs::read_link("/proc/self/exe")
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "<executable>".into());
+    static EXE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let exe = EXE.get_or_init(|| {
+        std::fs::read_link("/proc/self/exe")
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "<executable>".into())
+    });
     let objects = raws
         .into_iter()
         .enumerate()

@@ -147,7 +147,7 @@ pub(crate) fn search(
     };
     let found = expanded.filter(|n| !n.is_empty()).and_then(|n| {
         if n.contains(&b'/') {
-            p.try_file(bytes_to_path(&n), "path", open_regular)
+            p.try_file(bytes_to_path(&n), "path", open_path)
         } else {
             search_dirs(&n, path, config, &mut p)
         }
@@ -274,6 +274,17 @@ fn open_regular(path: &Path) -> Option<File> {
         .open(path)
         .ok()?;
     file.metadata().ok()?.is_file().then_some(file)
+}
+
+/// `path` opened, for a name given as a path: whether it is a regular
+/// file is checked by the loader's own `fstat`, which also gives it the
+/// file's identity (one `fstat` per load).
+fn open_path(path: &Path) -> Option<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .ok()
 }
 
 /// `path` opened, if it is a regular file that starts with an ELF64

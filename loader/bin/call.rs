@@ -161,7 +161,8 @@ pub fn parse_arg(s: &str) -> Result<Arg, String> {
     Err(format!("cannot parse '{s}': {ARG_FORMS}"))
 }
 
-/// Rewrites the `call` subcommand's negative numeric arguments that clap
+/// Rewrites the negative numeric arguments of `call` (and of `trace` and
+/// `pages`, whose `--call` takes the same arguments) that clap
 /// would take for flags (`-0x10`, `-2.5e-3`, `-.5`) into equivalent forms it
 /// takes as values: an integer into decimal (`-16`, which clap accepts as a
 /// negative number), a float into `f:` form. Other words are left alone;
@@ -175,7 +176,8 @@ pub fn normalize_numbers(argv: Vec<OsString>) -> Vec<OsString> {
     else {
         return argv;
     };
-    if argv[sub] != "call" {
+    // `trace` and `pages` take the same arguments after `--call`.
+    if !["call", "trace", "pages"].iter().any(|c| argv[sub] == *c) {
         return argv;
     }
     let mut out = Vec::with_capacity(argv.len());
@@ -190,8 +192,12 @@ pub fn normalize_numbers(argv: Vec<OsString>) -> Vec<OsString> {
             out.push(a);
             break;
         }
-        let value_of_flag =
-            std::mem::replace(&mut flag_value_next, a == "--ret" || a == "--library-path");
+        let value_of_flag = std::mem::replace(
+            &mut flag_value_next,
+            ["--ret", "--library-path", "--svg", "--width"]
+                .iter()
+                .any(|f| a == *f),
+        );
         let rewritten = match a.to_str() {
             Some(s) if !value_of_flag && looks_negative_number(s) => match parse_arg(s) {
                 Ok(Arg::Int(v)) => Some(OsString::from(v.to_string())),

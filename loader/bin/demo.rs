@@ -13,9 +13,9 @@
 //!   and the kernel's answer.
 //!
 //! This file holds what the experiments share: a forked helper process
-//! driven line by line, `smaps` totals for an address range, `mincore`,
-//! errno names. The measurements use `getrusage`, `/proc/PID/smaps`,
-//! `/proc/self/pagemap` and `mincore`.
+//! driven line by line, `smaps` totals for an address range (parsed by
+//! `soloader::mem`), `mincore`, errno names. The measurements use
+//! `getrusage`, `/proc/PID/smaps`, `/proc/self/pagemap` and `mincore`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -170,46 +170,26 @@ pub(crate) struct Smaps {
 }
 
 /// Reads `/proc/PID/smaps` (`pid` 0: self) for the mappings overlapping
-/// `[addr, addr + len)`.
+/// `[addr, addr + len)`, with `soloader::mem`'s parser. An unreadable
+/// `smaps` reads as all zeros.
 pub(crate) fn smaps(pid: i32, addr: usize, len: usize) -> Smaps {
-    let path = if pid == 0 {
-        "/proc/self/smaps".to_string()
+    let pid = if pid == 0 {
+        std::process::id() as i32
     } else {
-        format!("/proc/{pid}/smaps")
+        pid
     };
-    let text = std::fs::read_to_string(path).unwrap_or_default();
     let mut s = Smaps::default();
-    let mut inside = false;
-    for line in text.lines() {
-        let first = line.split_whitespace().next().unwrap_or("");
-        if let Some((lo, hi)) = first.split_once('-') {
-            if let (Ok(lo), Ok(hi)) = (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
-            {
-                inside = lo < addr + len && addr < hi;
-                continue;
-            }
-        }
-        if !inside {
-            continue;
-        }
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let kb: u64 = value
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        match name {
-            "Rss" => s.rss += kb,
-            "Pss" => s.pss += kb,
-            "Shared_Clean" => s.shared_clean += kb,
-            "Shared_Dirty" => s.shared_dirty += kb,
-            "Private_Clean" => s.private_clean += kb,
-            "Private_Dirty" => s.private_dirty += kb,
-            _ => {}
-        }
+    let Ok(all) = soloader::mem::Smaps::read(pid) else {
+        return s;
+    };
+    for v in all.overlapping(addr..addr.saturating_add(len)) {
+        let kb = |name: &str| v.fields.kb(name).unwrap_or(0);
+        s.rss += kb("Rss");
+        s.pss += kb("Pss");
+        s.shared_clean += kb("Shared_Clean");
+        s.shared_dirty += kb("Shared_Dirty");
+        s.private_clean += kb("Private_Clean");
+        s.private_dirty += kb("Private_Dirty");
     }
     s
 }

@@ -12,19 +12,17 @@
 //! Each page's state comes from `/proc/self/pagemap` (bit 63 present, 62
 //! swapped, 61 file page or shared anonymous, 56 mapped exactly once) and,
 //! when readable (root), `/proc/kpagecount` for how many page tables in the
-//! whole system map that physical page. The pagemap reader here is a small
-//! private one (the `loader/mem` readers are not wired into a crate yet).
+//! whole system map that physical page, read with `soloader::mem`.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use anyhow::{bail, Context};
 use soloader::inspect::{inspect, Inspection};
+use soloader::mem::{KpageCount, Pagemap};
 use soloader::{Event, Library, Options, TraceSink};
 
 use crate::call::Ret;
@@ -71,7 +69,6 @@ const PRESENT: u64 = 1 << 63;
 const SWAPPED: u64 = 1 << 62;
 const FILE_OR_SHARED: u64 = 1 << 61;
 const EXCLUSIVE: u64 = 1 << 56;
-const PFN_MASK: u64 = (1 << 55) - 1;
 
 /// What a page is, at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -279,19 +276,20 @@ pub(crate) fn parts(i: &Inspection) -> Vec<Part> {
     v
 }
 
-/// `/proc/self/pagemap` and, if readable, `/proc/kpagecount`.
+/// `/proc/self/pagemap` and, if readable, `/proc/kpagecount`, through
+/// `soloader::mem`.
 pub(crate) struct PageReader {
-    pagemap: File,
-    kpagecount: Option<File>,
+    pagemap: Pagemap,
+    kpagecount: Option<KpageCount>,
     page: u64,
 }
 
 impl PageReader {
     pub(crate) fn open() -> anyhow::Result<PageReader> {
-        let pagemap = File::open("/proc/self/pagemap").context("opening /proc/self/pagemap")?;
+        let pagemap = Pagemap::open(std::process::id() as i32)?;
         Ok(PageReader {
             pagemap,
-            kpagecount: File::open("/proc/kpagecount").ok(),
+            kpagecount: KpageCount::open().ok(),
             page: page_size(),
         })
     }
@@ -300,37 +298,31 @@ impl PageReader {
         self.kpagecount.is_some()
     }
 
-    /// The entries of `count` pages from `addr` (page-aligned). Unreadable
-    /// entries read as 0 (not present).
+    /// The entries of `count` pages from `addr` (page-aligned). If pagemap
+    /// cannot be read, every page reads as not present.
     pub(crate) fn read(&self, addr: u64, count: usize) -> Vec<Page> {
-        let mut buf = vec![0u8; count * 8];
-        let mut done = 0;
-        let off = (addr / self.page) * 8;
-        while done < buf.len() {
-            match self.pagemap.read_at(&mut buf[done..], off + done as u64) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => done += n,
-            }
-        }
-        buf.chunks_exact(8)
-            .map(|c| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(c);
-                let raw = u64::from_le_bytes(b);
-                let pfn = raw & PFN_MASK;
-                let mapcount = match (&self.kpagecount, raw & PRESENT != 0 && pfn != 0) {
-                    (Some(k), true) => {
-                        let mut e = [0u8; 8];
-                        match k.read_at(&mut e, pfn * 8) {
-                            Ok(8) => Some(u64::from_le_bytes(e)),
-                            _ => None,
-                        }
-                    }
+        let start = addr as usize;
+        let end = start.saturating_add(count.saturating_mul(self.page as usize));
+        let infos = self.pagemap.read(start..end).unwrap_or_default();
+        let mut pages: Vec<Page> = infos
+            .iter()
+            .take(count)
+            .map(|info| Page {
+                raw: info.raw,
+                mapcount: match (&self.kpagecount, info.pfn()) {
+                    (Some(k), Some(pfn)) => k.get(pfn).ok(),
                     _ => None,
-                };
-                Page { raw, mapcount }
+                },
             })
-            .collect()
+            .collect();
+        pages.resize(
+            count,
+            Page {
+                raw: 0,
+                mapcount: None,
+            },
+        );
+        pages
     }
 }
 

@@ -935,6 +935,17 @@ mod tests {
     }
 
     #[test]
+    fn negative_call_arguments() {
+        let os = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(Into::into).collect() };
+        assert_eq!(
+            crate::call::normalize_numbers(os(&[
+                "soloader", "trace", "l", "--call", "add", "-0x10", "-1", "--svg", "-x"
+            ])),
+            os(&["soloader", "trace", "l", "--call", "add", "-16", "-1", "--svg", "-x"])
+        );
+    }
+
+    #[test]
     fn faults_go_to_the_later_phase() {
         let step = |phase, f| Step {
             phase,
