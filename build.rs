@@ -97,6 +97,11 @@ const LIBS: &[Lib] = &[
     // A library that dlopens a plugin found through its own $ORIGIN.
     ("libplugin_impl.so", &["plugin_impl.c"], &[],                 &[]),
     ("libpluginhost.so",  &["pluginhost.c"],  &[RUNPATH],          &[]),
+    // A constructor that calls back into the loader (reentrant lock).
+    ("libreenter.so",     &["reenter.c"],     &[RUNPATH],          &[]),
+    // Only a SysV hash table; packed relative relocations (DT_RELR).
+    ("libsysvhash.so",    &["sysvhash.c"],    &["-Wl,--hash-style=sysv"], &[]),
+    ("librelr.so",        &["relr.c"],        &["-Wl,-z,pack-relative-relocs"], &[]),
 ];
 
 /// Libraries built into `OUT_DIR` instead of the testlibs directory: they
