@@ -174,7 +174,10 @@ fn lookup(
     // SAFETY: the library passes NUL-terminated strings (version may be
     // NULL for dlsym).
     let n = unsafe { CStr::from_ptr(name) }.to_bytes();
-    let v = (!version.is_null()).then(|| unsafe { CStr::from_ptr(version) }.to_bytes());
+    let v = (!version.is_null()).then(|| {
+        // SAFETY: a non-NULL version is a NUL-terminated string.
+        unsafe { CStr::from_ptr(version) }.to_bytes()
+    });
     let req = v.map(|v| VersionReq {
         name: v,
         hash: sysv_hash(v),

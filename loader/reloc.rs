@@ -191,10 +191,10 @@ impl Relocator<'_> {
                 }
                 let t = target(off)?;
                 // REL keeps the addend in the word being relocated.
-                // SAFETY: `t` is 8 bytes inside a writable segment.
                 let addend = if has_addend {
                     addend
                 } else {
+                    // SAFETY: `t` is 8 bytes inside a writable segment.
                     unsafe { (t as *const i64).read_unaligned() }
                 };
                 if let Some(s) = &mut stats {
