@@ -10,6 +10,11 @@
 //! Also: relocations per microsecond, page faults and system calls per load
 //! (the latter counted by `strace -c` on a child of this benchmark).
 //!
+//! The relocation cache (`Options::relocation_cache`) is measured twice:
+//! in the same loop ("cached": a warm cache, the same alternation), and
+//! where it matters, the first load of a library in a fresh process
+//! (each contender in its own child process, interleaved, medians).
+//!
 //! `make bench` runs it; the table goes to stdout and JSON to
 //! `target/bench.json`.
 
@@ -121,6 +126,8 @@ struct Row {
     relocs: usize,
     so_load: f64,
     gl_load: f64,
+    /// soloader with a warm relocation cache.
+    rc_load: f64,
     so_unload: f64,
     gl_unload: f64,
     so_hit: f64,
@@ -133,12 +140,21 @@ struct Row {
     gl_syscalls: Option<f64>,
 }
 
-fn bench_library(name: &str, path: &Path, hit: &str) -> Row {
+fn bench_library(name: &str, path: &Path, hit: &str, cache: &Path) -> Row {
     let n = iterations();
     let c = cstr(path);
     let (mut sl, mut gl, mut su, mut gu) = (vec![], vec![], vec![], vec![]);
+    let mut rl = vec![];
     let (mut sf, mut gf) = (0i64, 0i64);
+    let cached = Options::new().relocation_cache(cache);
     for i in 0..WARMUP + n {
+        let t = Instant::now();
+        let lib = Library::open_with(path, &cached).expect("soloader load (cache)");
+        let rload = t.elapsed().as_secs_f64();
+        drop(lib);
+        if i >= WARMUP {
+            rl.push(rload * 1e6);
+        }
         let f0 = minflt();
         let t = Instant::now();
         let lib = Library::open(path).expect("soloader load");
@@ -211,6 +227,7 @@ fn bench_library(name: &str, path: &Path, hit: &str) -> Row {
         relocs: relocation_count(path),
         so_load: median(&mut sl),
         gl_load: median(&mut gl),
+        rc_load: median(&mut rl),
         so_unload: median(&mut su),
         gl_unload: median(&mut gu),
         so_hit: median(&mut sh),
@@ -252,6 +269,64 @@ fn syscalls(loader: &str, path: &Path) -> Option<f64> {
     };
     let (a, b) = (count(0)?, count(100)?);
     Some((b - a) / 100.0)
+}
+
+/// One first load in this (fresh) process: `glibc`, `soloader` or
+/// `cached:DIR`; prints its duration in µs.
+fn first_load(spec: &str) {
+    let (mode, path) = spec.split_once(':').expect("mode:path");
+    let (mode, path, dir) = match mode {
+        "cached" => {
+            let (dir, path) = path.split_once(':').expect("cached:dir:path");
+            (mode, path, Some(dir))
+        }
+        _ => (mode, path, None),
+    };
+    preload_host();
+    let t = Instant::now();
+    match mode {
+        "glibc" => {
+            let h = glibc_open(&cstr(Path::new(path)));
+            println!("{}", t.elapsed().as_secs_f64() * 1e6);
+            glibc_close(h);
+        }
+        _ => {
+            let mut o = Options::new();
+            if let Some(d) = dir {
+                o = o.relocation_cache(d);
+            }
+            let lib = Library::open_with(path, &o).expect("load");
+            println!("{}", t.elapsed().as_secs_f64() * 1e6);
+            drop(lib);
+        }
+    }
+}
+
+/// Medians of the first load in fresh processes: (glibc, soloader,
+/// soloader with a warm relocation cache), in µs.
+type Fresh = (f64, f64, f64);
+
+/// The [`Fresh`] medians of `runs` processes each, or `None` if a child
+/// failed.
+fn fresh_process_loads(path: &Path, cache: &Path, runs: usize) -> Option<Fresh> {
+    let exe = std::env::current_exe().ok()?;
+    let one = |spec: String| -> Option<f64> {
+        let out = Command::new(&exe)
+            .env("SOLOADER_BENCH_FIRST", spec)
+            .env("SOLOADER_GDB", "0")
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    let cached = format!("cached:{}:{}", cache.display(), path.display());
+    one(cached.clone())?; // warm the cache for this executable
+    let (mut g, mut s, mut c) = (vec![], vec![], vec![]);
+    for _ in 0..runs {
+        g.push(one(format!("glibc:{}", path.display()))?);
+        s.push(one(format!("soloader:{}", path.display()))?);
+        c.push(one(cached.clone())?);
+    }
+    Some((median(&mut g), median(&mut s), median(&mut c)))
 }
 
 fn child(spec: &str) {
@@ -300,6 +375,10 @@ fn main() {
         child(&spec);
         return;
     }
+    if let Ok(spec) = std::env::var("SOLOADER_BENCH_FIRST") {
+        first_load(&spec);
+        return;
+    }
     // `cargo bench` passes --bench; nothing else is accepted.
     preload_host();
     let dir = std::env::temp_dir().join(format!("soloader-bench-{}", std::process::id()));
@@ -331,11 +410,21 @@ fn main() {
             "gen_f1",
         ));
     }
+    let cache = dir.join("relocation-cache");
+    std::fs::create_dir_all(&cache).expect("cache dir");
     let rows: Vec<Row> = libs
         .iter()
         .map(|(n, p, hit)| {
             eprintln!("measuring {n} …");
-            bench_library(n, p, hit)
+            bench_library(n, p, hit, &cache)
+        })
+        .collect();
+    let fresh: Vec<(String, Option<Fresh>)> = libs
+        .iter()
+        .take(3)
+        .map(|(n, p, _)| {
+            eprintln!("first loads of {n} in fresh processes …");
+            (n.clone(), fresh_process_loads(p, &cache, 31))
         })
         .collect();
     std::fs::remove_dir_all(&dir).ok();
@@ -343,20 +432,21 @@ fn main() {
     println!();
     println!("soloader vs glibc dlopen(RTLD_NOW|RTLD_LOCAL)/dlclose/dlsym, medians of {} alternated iterations", iterations());
     println!(
-        "{:<34} {:>8} {:>10} {:>10} {:>6} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>11} {:>13} {:>13}",
-        "library", "relocs", "load µs", "glibc", "ratio", "unload", "glibc", "ratio", "hit ns", "glibc", "ratio",
+        "{:<34} {:>8} {:>10} {:>10} {:>6} {:>10} {:>9} {:>9} {:>6} {:>8} {:>8} {:>6} {:>8} {:>8} {:>6} {:>11} {:>13} {:>13}",
+        "library", "relocs", "load µs", "glibc", "ratio", "cached µs", "unload", "glibc", "ratio", "hit ns", "glibc", "ratio",
         "miss ns", "glibc", "ratio", "relocs/µs", "faults/load", "syscalls/load"
     );
     let mut json = Vec::new();
-    for r in &rows {
+    for (i, r) in rows.iter().enumerate() {
         let sys = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
         println!(
-            "{:<34} {:>8} {:>10.1} {:>10.1} {:>6.2} {:>9.1} {:>9.1} {:>6.2} {:>8.0} {:>8.0} {:>6.2} {:>8.0} {:>8.0} {:>6.2} {:>5.0} /{:>5.0} {:>6.1} /{:>6.1} {:>6} /{:>6}",
+            "{:<34} {:>8} {:>10.1} {:>10.1} {:>6.2} {:>10.1} {:>9.1} {:>9.1} {:>6.2} {:>8.0} {:>8.0} {:>6.2} {:>8.0} {:>8.0} {:>6.2} {:>5.0} /{:>5.0} {:>6.1} /{:>6.1} {:>6} /{:>6}",
             r.name,
             r.relocs,
             r.so_load,
             r.gl_load,
             ratio(r.so_load, r.gl_load),
+            r.rc_load,
             r.so_unload,
             r.gl_unload,
             ratio(r.so_unload, r.gl_unload),
@@ -374,13 +464,40 @@ fn main() {
             sys(r.gl_syscalls),
         );
         json.push(format!(
-            "{{\"library\":\"{}\",\"relocations\":{},\"load_us\":{{\"soloader\":{:.2},\"glibc\":{:.2},\"ratio\":{:.3}}},\"unload_us\":{{\"soloader\":{:.2},\"glibc\":{:.2},\"ratio\":{:.3}}},\"lookup_hit_ns\":{{\"soloader\":{:.1},\"glibc\":{:.1},\"ratio\":{:.3}}},\"lookup_miss_ns\":{{\"soloader\":{:.1},\"glibc\":{:.1},\"ratio\":{:.3}}},\"faults_per_load\":{{\"soloader\":{:.1},\"glibc\":{:.1}}},\"syscalls_per_load\":{{\"soloader\":{},\"glibc\":{}}}}}",
-            r.name, r.relocs, r.so_load, r.gl_load, ratio(r.so_load, r.gl_load), r.so_unload, r.gl_unload,
+            "{{\"library\":\"{}\",\"relocations\":{},\"load_us\":{{\"soloader\":{:.2},\"glibc\":{:.2},\"ratio\":{:.3},\"soloader_cached\":{:.2}}},\"unload_us\":{{\"soloader\":{:.2},\"glibc\":{:.2},\"ratio\":{:.3}}},\"lookup_hit_ns\":{{\"soloader\":{:.1},\"glibc\":{:.1},\"ratio\":{:.3}}},\"lookup_miss_ns\":{{\"soloader\":{:.1},\"glibc\":{:.1},\"ratio\":{:.3}}},\"faults_per_load\":{{\"soloader\":{:.1},\"glibc\":{:.1}}},\"syscalls_per_load\":{{\"soloader\":{},\"glibc\":{}}}}}",
+            r.name, r.relocs, r.so_load, r.gl_load, ratio(r.so_load, r.gl_load), r.rc_load, r.so_unload, r.gl_unload,
             ratio(r.so_unload, r.gl_unload), r.so_hit, r.gl_hit, ratio(r.so_hit, r.gl_hit), r.so_miss, r.gl_miss,
             ratio(r.so_miss, r.gl_miss), r.so_faults, r.gl_faults,
             r.so_syscalls.map_or("null".into(), |v| format!("{v:.1}")),
             r.gl_syscalls.map_or("null".into(), |v| format!("{v:.1}")),
         ));
+        if let Some((_, Some((g, s, c)))) = fresh.get(i) {
+            let last = json.len() - 1;
+            json[last].pop();
+            json[last].push_str(&format!(
+                ",\"first_load_fresh_process_us\":{{\"glibc\":{g:.1},\"soloader\":{s:.1},\"soloader_cached\":{c:.1}}}}}"
+            ));
+        }
+    }
+    println!();
+    println!("first load in a fresh process (what the relocation cache is for), medians of 31 processes each:");
+    println!(
+        "{:<34} {:>10} {:>10} {:>16} {:>8} {:>8}",
+        "library", "glibc µs", "soloader", "soloader cached", "vs glibc", "vs cold"
+    );
+    for (name, f) in &fresh {
+        match f {
+            Some((g, s, c)) => println!(
+                "{:<34} {:>10.0} {:>10.0} {:>16.0} {:>8.2} {:>8.2}",
+                name,
+                g,
+                s,
+                c,
+                ratio(*c, *g),
+                ratio(*c, *s)
+            ),
+            None => println!("{name:<34} (child processes failed)"),
+        }
     }
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench.json");
     let text = format!("[\n  {}\n]\n", json.join(",\n  "));

@@ -329,6 +329,13 @@ static DLOPENED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 /// Makes sure the host has `name`, asking the system loader for it when it
 /// does not yet. Returns the host object and whether it was newly loaded.
 pub(crate) fn ensure_loaded(name: &str) -> Result<(Arc<HostObject>, bool)> {
+    // Only ever the system's copy, by file name: a DT_NEEDED path such as
+    // `/tmp/x/libm.so.6` must not make the system loader map (and run the
+    // constructors of) whatever file that is, least of all under `check`.
+    let name = Path::new(name)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or(name);
     if let Some(o) = index().by_name(name) {
         return Ok((o.clone(), false));
     }

@@ -61,6 +61,15 @@
 //! **registry** (`registry`), the loaded set behind one reentrant,
 //! fork-safe lock.
 //!
+//! One option changes stages 3 and 5: the **relocation cache**
+//! ([`Options::relocation_cache`], module `relcache`). Each library is
+//! mapped at a deterministic address (no ASLR for it), external
+//! `JUMP_SLOT`s go through per-library stubs, and the pages relocation
+//! writes with the same bytes in every process are saved to a cache file
+//! once and then mapped from it (`MAP_PRIVATE`, shared) by every later
+//! load in any process, which skips their relocations. Without the option
+//! every stage is exactly as described above.
+//!
 //! # Trust
 //!
 //! Parsing is safe on any file. Loading runs the library's own code
@@ -82,6 +91,7 @@ mod map;
 pub mod mem;
 mod object;
 mod registry;
+mod relcache;
 mod reloc;
 mod resolve;
 mod search;
@@ -92,6 +102,7 @@ mod unwind;
 pub use error::{Error, Result};
 pub use library::{check, find_library, lookup, AddrInfo, Library, Options, Segment, Symbol};
 pub use map::Syscall;
+pub use relcache::CacheUse;
 pub use trace::{Event, Provider, TraceSink, VecSink};
 
 #[cfg(test)]

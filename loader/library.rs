@@ -31,6 +31,8 @@ pub struct Options {
     pub(crate) tracer: Tracer,
     pub(crate) fail: Option<FailPoint>,
     pub(crate) check_only: bool,
+    /// Relocation cache directory (`relcache`), if enabled.
+    pub(crate) relocation_cache: Option<PathBuf>,
 }
 
 impl Options {
@@ -49,6 +51,30 @@ impl Options {
     /// Send every step of the load to `sink`.
     pub fn trace(mut self, sink: Arc<dyn TraceSink>) -> Options {
         self.tracer = Tracer(Some(sink));
+        self
+    }
+
+    /// Share relocated pages between processes through a cache of
+    /// relocated pages in `dir` (created, mode 0700, if missing).
+    ///
+    /// Each library this load maps is placed at a deterministic address
+    /// derived from its build-id, so that the pages relocation writes
+    /// (RELRO, and data pages whose every relocation is internal) hold the
+    /// same bytes in every process; the first load writes them to a cache
+    /// file in `dir`, later loads (in any process) map them from it
+    /// (`MAP_PRIVATE`: physically shared until written) instead of
+    /// relocating them. Calls from the library to other objects go through
+    /// small per-library stubs.
+    ///
+    /// **Trade-off:** a cached library's address is predictable (it does
+    /// not get address-space layout randomisation). See the README.
+    ///
+    /// `dir` must be owned by the user and not writable by group or
+    /// others: otherwise loads fail with [`Error::Unsupported`]. A stale or
+    /// corrupt cache file is ignored (with a trace event) and rewritten.
+    /// [`crate::check`] never uses the cache.
+    pub fn relocation_cache(mut self, dir: impl Into<PathBuf>) -> Options {
+        self.relocation_cache = Some(dir.into());
         self
     }
 
@@ -146,11 +172,18 @@ impl Library {
         noload: bool,
     ) -> Result<Library> {
         resolve::refuse_host_family(name)?;
+        // Relocation cache (opt-in): the directory is checked (and a load
+        // refused if it is not safe to trust) before anything is mapped.
+        let relcache = match &options.relocation_cache {
+            Some(dir) if !options.check_only => Some(crate::relcache::Dir::open(dir)?),
+            _ => None,
+        };
         let guard = registry::lock();
         let loader = Loader {
             tracer: &options.tracer,
             fail: options.fail.as_ref(),
             search: SearchConfig::new(options.library_path.as_deref()),
+            relcache: relcache.as_ref(),
         };
         let (root_path, file) = loader.find_root(name, caller)?;
         if noload {
@@ -299,6 +332,14 @@ impl Library {
         &self.obj().mapping.segments
     }
 
+    /// What the relocation cache ([`Options::relocation_cache`]) did for
+    /// this library: `None` when it was not used (not enabled, or the
+    /// library could not be placed at its deterministic address; the trace
+    /// says why).
+    pub fn relocation_cache(&self) -> Option<crate::relcache::CacheUse> {
+        self.obj().relcache.as_ref().and_then(|p| p.outcome())
+    }
+
     /// `DT_SONAME`, or the file name.
     pub fn soname(&self) -> String {
         self.obj().soname()
@@ -384,6 +425,7 @@ pub fn find_library(name: &str, options: &Options) -> Result<PathBuf> {
         tracer: &options.tracer,
         fail: None,
         search: SearchConfig::new(options.library_path.as_deref()),
+        relcache: None,
     };
     loader.find_root(name, None).map(|(p, _)| p)
 }
@@ -502,15 +544,31 @@ fn link(loader: &Loader, tree: &Tree, order: &[Arc<Object>], run_code: bool) -> 
         }
     }
     let scope = Scope { modules };
+    // Relocation cache (opt-in): the scope's fingerprint, once per link.
+    let fingerprint = loader
+        .relcache
+        .map(|_| crate::relcache::fingerprint(&scope));
     for o in order {
         check_versions(o)?;
+        // Relocation cache: map the pages a valid cache file holds, or get
+        // ready to record which pages can be cached.
+        let cache = match (loader.relcache, &fingerprint) {
+            (Some(dir), Some(fp)) => {
+                crate::relcache::Session::begin(o, fp, dir, loader.sys(&o.path))?
+            }
+            _ => None,
+        };
         Relocator {
             obj: o,
             scope: &scope,
             tracer: loader.tracer,
             run_code,
+            cache: cache.as_ref(),
         }
         .run()?;
+        if let Some(c) = cache {
+            c.finish()?;
+        }
         protect_relro(o, &loader.sys(&o.path))?;
         init::check(o)?;
         if run_code {
@@ -697,6 +755,7 @@ fn sweep(guard: &Guard, tracer: &Tracer) {
             path: &o.path,
             tracer,
             fail: None,
+            relcache: None,
         });
         tracer.emit(|| Event::Unloaded {
             path: o.path.clone(),

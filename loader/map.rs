@@ -48,6 +48,9 @@ pub(crate) struct Sys<'a> {
     pub path: &'a Path,
     pub tracer: &'a Tracer,
     pub fail: Option<&'a FailPoint>,
+    /// Relocation cache (opt-in, `relcache`): the checked cache directory
+    /// of this load, if any. `None` keeps every step as without it.
+    pub relcache: Option<&'a crate::relcache::Dir>,
 }
 
 impl Sys<'_> {
@@ -163,29 +166,22 @@ pub(crate) struct Mapping {
 }
 
 /// Maps every segment of `plan` from `fd`. On error nothing stays mapped.
-pub(crate) fn map_object(sys: &Sys, fd: RawFd, plan: &LoadPlan) -> Result<Mapping> {
-    let page = page_size();
+///
+/// `fixed`: the start of a span already reserved (`PROT_NONE`, at least
+/// the span long, aligned to `p_align`) by the relocation cache's
+/// deterministic placement (`relcache::place`); `None` reserves it here
+/// wherever the kernel chooses, as always.
+pub(crate) fn map_object(
+    sys: &Sys,
+    fd: RawFd,
+    plan: &LoadPlan,
+    fixed: Option<usize>,
+) -> Result<Mapping> {
     let span = (plan.max_vaddr - plan.min_vaddr) as usize;
-    let align = plan.align as usize;
-    let slack = align.saturating_sub(page);
-    let reserve = span
-        .checked_add(slack)
-        .ok_or_else(|| Error::malformed(sys.path, "address span overflows", None))?;
-    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
-    let raw = sys.mmap(0, reserve, libc::PROT_NONE, flags, -1, 0, || {
-        "reserve span".into()
-    })?;
-    let start = (raw + align - 1) & !(align - 1);
-    if start > raw {
-        sys.munmap(raw, start - raw, "trim reservation to p_align");
-    }
-    if raw + reserve > start + span {
-        sys.munmap(
-            start + span,
-            raw + reserve - (start + span),
-            "trim reservation to p_align",
-        );
-    }
+    let start = match fixed {
+        Some(start) => start,
+        None => reserve(sys, plan, span)?,
+    };
     let base = start.wrapping_sub(plan.min_vaddr as usize);
     let mut segments = Vec::with_capacity(plan.loads.len());
     for l in &plan.loads {
@@ -208,6 +204,33 @@ pub(crate) fn map_object(sys: &Sys, fd: RawFd, plan: &LoadPlan) -> Result<Mappin
         len: span,
         segments,
     })
+}
+
+/// Reserves the span with one anonymous `PROT_NONE` mapping aligned to
+/// the largest `p_align` (over-reserve, then trim); returns its start.
+fn reserve(sys: &Sys, plan: &LoadPlan, span: usize) -> Result<usize> {
+    let page = page_size();
+    let align = plan.align as usize;
+    let slack = align.saturating_sub(page);
+    let reserve = span
+        .checked_add(slack)
+        .ok_or_else(|| Error::malformed(sys.path, "address span overflows", None))?;
+    let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE;
+    let raw = sys.mmap(0, reserve, libc::PROT_NONE, flags, -1, 0, || {
+        "reserve span".into()
+    })?;
+    let start = (raw + align - 1) & !(align - 1);
+    if start > raw {
+        sys.munmap(raw, start - raw, "trim reservation to p_align");
+    }
+    if raw + reserve > start + span {
+        sys.munmap(
+            start + span,
+            raw + reserve - (start + span),
+            "trim reservation to p_align",
+        );
+    }
+    Ok(start)
 }
 
 fn map_segment(sys: &Sys, fd: RawFd, base: usize, l: &crate::elf::LoadSegment) -> Result<Segment> {

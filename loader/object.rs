@@ -81,6 +81,10 @@ pub(crate) struct Object {
     pub link_map: Box<LinkMap>,
     /// The copy of the file given to gdb, while registered.
     pub debug: Mutex<Option<crate::debug::Registration>>,
+    /// Relocation cache (opt-in, `relcache`): set when the object was
+    /// mapped at its deterministic place; owns the stub area after the
+    /// span.
+    pub relcache: Option<crate::relcache::Placed>,
 }
 
 /// The public fields of glibc's `struct link_map` (`<link.h>`).
@@ -136,7 +140,21 @@ impl Object {
             size,
         });
         let plan = read_plan(path, &file, size)?;
-        let mapping = map::map_object(sys, file.as_raw_fd(), &plan)?;
+        // Relocation cache (opt-in): reserve the deterministic place first;
+        // `None` maps it wherever the kernel chooses, as always.
+        let placed = sys
+            .relcache
+            .and_then(|_| crate::relcache::place(sys, &file, &plan));
+        let fixed = placed.as_ref().map(|p| p.start);
+        let mapping = match map::map_object(sys, file.as_raw_fd(), &plan, fixed) {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some(p) = &placed {
+                    p.release(sys);
+                }
+                return Err(e);
+            }
+        };
         drop(file); // as glibc does: the mappings keep the file alive
         sys.tracer.emit(|| Event::Close {
             path: path.to_path_buf(),
@@ -156,6 +174,9 @@ impl Object {
             Ok(x) => x,
             Err(e) => {
                 sys.munmap(mapping.start, mapping.len, "undo failed load");
+                if let Some(p) = &placed {
+                    p.release(sys);
+                }
                 return Err(e);
             }
         };
@@ -188,6 +209,7 @@ impl Object {
             c_path,
             link_map,
             debug: Mutex::new(None),
+            relcache: placed,
         };
         obj.note_relro();
         Ok(obj)
@@ -330,6 +352,9 @@ impl Object {
             }
             drop(self.debug.lock().unwrap_or_else(|e| e.into_inner()).take());
             sys.munmap(self.mapping.start, self.mapping.len, "unload");
+            if let Some(p) = &self.relcache {
+                p.release(sys);
+            }
         }
     }
 }

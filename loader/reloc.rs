@@ -32,6 +32,10 @@ pub(crate) struct Relocator<'s> {
     pub tracer: &'s Tracer,
     /// Call IFUNC resolvers (false for `check`: run nothing of the library).
     pub run_code: bool,
+    /// Relocation cache (opt-in, `relcache`): skips relocations of pages
+    /// mapped from a cache file, or records which pages can be cached and
+    /// sends external `JUMP_SLOT`s through stubs. `None`: no effect.
+    pub cache: Option<&'s crate::relcache::Session<'s>>,
 }
 
 #[derive(Clone, Copy)]
@@ -133,11 +137,14 @@ impl Relocator<'_> {
         for word in obj.tables.relr.iter() {
             if word & 1 == 0 {
                 let t = target(word)?;
-                // SAFETY: `t` is 8 bytes inside a writable segment of this
-                // object (checked by `target`).
-                unsafe { add_base(t, base) };
-                if let Some(s) = &mut stats {
-                    s.add(arch::RELR_NAME, t);
+                if !self.cached(t) {
+                    // SAFETY: `t` is 8 bytes inside a writable segment of
+                    // this object (checked by `target`).
+                    unsafe { add_base(t, base) };
+                    self.note_relr(t);
+                    if let Some(s) = &mut stats {
+                        s.add(arch::RELR_NAME, t);
+                    }
                 }
                 next = word.wrapping_add(8);
             } else {
@@ -146,10 +153,13 @@ impl Relocator<'_> {
                 while bits != 0 {
                     if bits & 1 == 1 {
                         let t = target(at)?;
-                        // SAFETY: as above.
-                        unsafe { add_base(t, base) };
-                        if let Some(s) = &mut stats {
-                            s.add(arch::RELR_NAME, t);
+                        if !self.cached(t) {
+                            // SAFETY: as above.
+                            unsafe { add_base(t, base) };
+                            self.note_relr(t);
+                            if let Some(s) = &mut stats {
+                                s.add(arch::RELR_NAME, t);
+                            }
                         }
                     }
                     bits >>= 1;
@@ -159,7 +169,15 @@ impl Relocator<'_> {
             }
         }
 
-        let mut cache = vec![Resolved::Unknown; obj.tables.symtab.len()];
+        // Relocation cache: a hit resolves only the symbols of its stubs
+        // and of the few entries it processes; the per-symbol tables need
+        // only reach the highest of them.
+        let symbols = obj.tables.symtab.len();
+        let needed = self
+            .cache
+            .and_then(|c| c.symbols())
+            .map_or(symbols, |n| n.min(symbols));
+        let mut cache = vec![Resolved::Unknown; needed];
         // Resolutions remembered from an earlier load of this same file in
         // this same scope (not while tracing: the trace shows every lookup).
         let key = (!self.tracer.on() && self.run_code).then(|| self.memo_key());
@@ -168,11 +186,26 @@ impl Relocator<'_> {
             .and_then(memo_get)
             .filter(|m| m.len() == cache.len())
             .unwrap_or_else(|| vec![Memo::Unknown; cache.len()]);
+        // Relocation cache: on a hit, fill the stub table first (the
+        // JUMP_SLOTs that point at the stubs are in cached pages, skipped).
+        if let Some(c) = self.cache {
+            for (n, sym) in c.stub_symbols() {
+                match self.resolve(sym, &mut cache, &mut memo)? {
+                    Resolved::Value(v) => c.fill_stub(n, v),
+                    _ => return Err(c.inconsistent(sym)),
+                }
+            }
+        }
         let mut later: Vec<Pending> = Vec::new();
         let mut irelative: Vec<(usize, usize)> = Vec::new();
-        for table in &obj.tables.relocs {
+        for (ti, table) in obj.tables.relocs.iter().enumerate() {
             let n = table.len();
-            for i in 0..n {
+            // Relocation cache: on a hit, only the entries whose values are
+            // not in the cached pages.
+            #[allow(clippy::single_range_in_vec_init)]
+            let all = [0..n];
+            let entries = self.cache.and_then(|c| c.entries(ti)).unwrap_or(&all);
+            for i in entries.iter().cloned().flatten() {
                 let (off, info, addend, has_addend) = match table {
                     RelocTable::Rela(t) => match t.get(i) {
                         Some(r) => (r.r_offset, r.r_info, r.r_addend, true),
@@ -204,22 +237,36 @@ impl Relocator<'_> {
                     RelocKind::None => {}
                     RelocKind::Relative => {
                         // SAFETY: checked target.
-                        unsafe { write(t, base.wrapping_add(addend as usize)) }
+                        unsafe { write(t, base.wrapping_add(addend as usize)) };
+                        self.note((ti, i), t, true);
                     }
-                    RelocKind::IRelative => irelative.push((t, base.wrapping_add(addend as usize))),
+                    RelocKind::IRelative => {
+                        self.note((ti, i), t, false);
+                        irelative.push((t, base.wrapping_add(addend as usize)))
+                    }
                     RelocKind::Absolute | RelocKind::GlobDat | RelocKind::JumpSlot => {
                         match self.resolve(sym, &mut cache, &mut memo)? {
                             Resolved::Value(v) => {
                                 let v = if kind == RelocKind::Absolute { v.wrapping_add(addend as usize) } else { v };
+                                // Relocation cache: note whether the value is
+                                // the same in every process; an external
+                                // JUMP_SLOT gets its stub's address instead.
+                                let v = match self.cache {
+                                    Some(c) => c.value((ti, i), t, kind == RelocKind::JumpSlot, self.fixed(sym, &memo), sym, v)?,
+                                    None => v,
+                                };
                                 // SAFETY: checked target.
                                 unsafe { write(t, v) }
                             }
-                            Resolved::PendingIfunc(_) => later.push(Pending {
-                                target: t,
-                                kind,
-                                sym,
-                                addend,
-                            }),
+                            Resolved::PendingIfunc(_) => {
+                                self.note((ti, i), t, false);
+                                later.push(Pending {
+                                    target: t,
+                                    kind,
+                                    sym,
+                                    addend,
+                                })
+                            }
                             Resolved::Unknown | Resolved::Tls(_) => {
                                 return Err(Error::malformed(
                                     self.path(),
@@ -244,16 +291,19 @@ impl Relocator<'_> {
                         ))
                     }
                     RelocKind::DtpMod => {
+                        self.note((ti, i), t, false);
                         let v = self.tls_target(sym, &mut cache, &mut memo)?;
                         // SAFETY: checked target.
                         unsafe { write(t, v.module) }
                     }
                     RelocKind::DtpOff => {
+                        self.note((ti, i), t, false);
                         let v = self.tls_target(sym, &mut cache, &mut memo)?;
                         // SAFETY: checked target.
                         unsafe { write(t, v.offset.wrapping_add(addend as usize)) }
                     }
                     RelocKind::TpOff => {
+                        self.note((ti, i), t, false);
                         let v = self.tls_target(sym, &mut cache, &mut memo)?;
                         let Some(tp) = v.tp_offset.filter(|_| !v.own) else {
                             return Err(Error::unsupported(
@@ -272,6 +322,8 @@ impl Relocator<'_> {
                     }
                     RelocKind::TlsDesc => {
                         let t2 = target(off.wrapping_add(8))?;
+                        self.note((ti, i), t, false);
+                        self.note((ti, i), t2, false);
                         let v = self.tls_target(sym, &mut cache, &mut memo)?;
                         let offset = v.offset.wrapping_add(addend as usize);
                         let (entry, arg) = match v.tp_offset.filter(|_| !v.own) {
@@ -306,6 +358,11 @@ impl Relocator<'_> {
             }
         }
 
+        // Relocation cache: stub code in place, cacheable pages copied if
+        // resolvers are about to run.
+        if let Some(c) = self.cache {
+            c.before_ifunc(!later.is_empty() || !irelative.is_empty())?;
+        }
         // Everything but IFUNC work is done: this object's own IFUNC
         // resolvers may now run.
         self.obj.relocated.store(true, Ordering::Release);
@@ -335,7 +392,7 @@ impl Relocator<'_> {
             unsafe { write(t, v) }
         }
 
-        if let Some(k) = key {
+        if let Some(k) = key.filter(|_| memo.len() == symbols) {
             memo_put(k, memo);
         }
         if let Some(s) = stats {
@@ -349,6 +406,48 @@ impl Relocator<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Relocation cache: whether the 8 bytes at `t` came relocated from a
+    /// cache file (the `DT_RELR` relocation is skipped; other tables are
+    /// narrowed to the entries to process, see `Session::entries`).
+    #[inline]
+    fn cached(&self, t: usize) -> bool {
+        self.cache.is_some_and(|c| c.cached(t))
+    }
+
+    /// Relocation cache: records a `DT_RELR` write at `t`.
+    #[inline]
+    fn note_relr(&self, t: usize) {
+        if let Some(c) = self.cache {
+            c.wrote(t);
+        }
+    }
+
+    /// Relocation cache: records that `entry` (table, index) wrote at `t`;
+    /// `fixed` when the value is the same in every process that loads this
+    /// file at this base with this scope.
+    #[inline]
+    fn note(&self, entry: (usize, usize), t: usize, fixed: bool) {
+        if let Some(c) = self.cache {
+            c.entry(entry, t, fixed);
+        }
+    }
+
+    /// Relocation cache: whether symbol `i`, as resolved (its `memo` entry
+    /// says where), has the same value in every process with the same base
+    /// and scope fingerprint: defined in this object or in a library the
+    /// cache placed, or 0 (undefined weak). Host objects (ASLR), soloader's
+    /// own functions, IFUNC and TLS never are.
+    fn fixed(&self, i: usize, memo: &[Memo]) -> bool {
+        match memo.get(i) {
+            Some(Memo::Absolute(0)) => true,
+            Some(Memo::InScope(k, _)) => matches!(
+                self.scope.modules.get(*k as usize),
+                Some(Module::Loaded(o)) if crate::relcache::stable(o, self.obj)
+            ),
+            _ => false,
+        }
     }
 
     fn call_resolver(&self, resolver: usize, sym: usize) -> Result<usize> {

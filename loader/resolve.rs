@@ -33,6 +33,8 @@ pub(crate) struct Loader<'a> {
     pub tracer: &'a Tracer,
     pub fail: Option<&'a FailPoint>,
     pub search: SearchConfig,
+    /// Relocation cache (opt-in, `relcache`): the checked directory, if any.
+    pub relcache: Option<&'a crate::relcache::Dir>,
 }
 
 struct Queued {
@@ -49,6 +51,7 @@ impl<'a> Loader<'a> {
             path,
             tracer: self.tracer,
             fail: self.fail,
+            relcache: self.relcache,
         }
     }
 

@@ -166,6 +166,25 @@ pub enum Event {
         /// The address it resolved to.
         value: usize,
     },
+    /// The relocation cache (`Options::relocation_cache`) placed a
+    /// library, used or ignored a cache file, or wrote one.
+    RelocationCache {
+        /// The library.
+        path: PathBuf,
+        /// What happened: `"placed"`, `"not placed"`, `"not used"`,
+        /// `"miss"` (no file yet), `"hit"` (pages mapped from the file),
+        /// `"ignored"` (a stale or corrupt file: a warning; it is
+        /// rewritten), `"written"`, `"not written"`, `"stub code private"`
+        /// (the file cannot be mapped executable, e.g. `noexec`).
+        what: &'static str,
+        /// The cache file, if one is concerned.
+        file: Option<PathBuf>,
+        /// Why, or how much.
+        detail: String,
+        /// The pages (page-aligned addresses) mapped from the file
+        /// (`"hit"`) or saved to it (`"written"`).
+        pages: Vec<usize>,
+    },
     /// `PT_GNU_RELRO` was made read-only.
     Relro {
         /// The library.

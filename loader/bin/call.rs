@@ -52,6 +52,10 @@ pub struct Args {
     /// LD_LIBRARY_PATH (repeatable).
     #[arg(long = "library-path", value_name = "DIR")]
     library_path: Vec<PathBuf>,
+    /// Share relocated pages between processes through a cache in DIR
+    /// (the library gets a fixed, predictable address: no ASLR for it).
+    #[arg(long = "relocation-cache", value_name = "DIR")]
+    relocation_cache: Option<PathBuf>,
 }
 
 const ARG_HELP: &str = "\
@@ -229,6 +233,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut options = Options::new();
     if !args.library_path.is_empty() {
         options = options.library_path(args.library_path.clone());
+    }
+    if let Some(dir) = &args.relocation_cache {
+        options = options.relocation_cache(dir);
     }
     let lib = Library::open_with(&args.lib, &options)?;
     let mut out = std::io::stdout().lock();

@@ -63,6 +63,10 @@ pub struct Args {
     /// LD_LIBRARY_PATH (repeatable).
     #[arg(long = "library-path", value_name = "DIR")]
     library_path: Vec<PathBuf>,
+    /// Share relocated pages between processes through a cache in DIR
+    /// (the library gets a fixed, predictable address: no ASLR for it).
+    #[arg(long = "relocation-cache", value_name = "DIR")]
+    relocation_cache: Option<PathBuf>,
 }
 
 const PRESENT: u64 = 1 << 63;
@@ -404,6 +408,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut options = Options::new();
     if !args.library_path.is_empty() {
         options = options.library_path(args.library_path.clone());
+    }
+    if let Some(dir) = &args.relocation_cache {
+        options = options.relocation_cache(dir);
     }
     let map = collect(&path, options, spec.as_ref())?;
     let mut out = std::io::stdout().lock();

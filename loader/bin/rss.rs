@@ -1,6 +1,7 @@
 //! `soloader rss LIB [--procs N] [--loader soloader|dlopen|read|all]
-//! [--call SYMBOL [ARG...]] [--json]`: how much of a library is physically
-//! shared between processes, and how much each one pays privately.
+//! [--call SYMBOL [ARG...]] [--relocation-cache DIR] [--json]`: how much of
+//! a library is physically shared between processes, and how much each one
+//! pays privately.
 //!
 //! The parent starts N workers (this binary again, as the hidden
 //! `rss-worker` subcommand). Each loads LIB by the chosen method, optionally
@@ -65,6 +66,12 @@ pub struct Args {
     /// Print JSON (schema `soloader-rss/1`) instead of tables.
     #[arg(long)]
     json: bool,
+    /// soloader workers share relocated pages through a relocation cache in
+    /// DIR (fixed, predictable addresses). The first worker to load writes
+    /// the cache: load once beforehand (e.g. `soloader call`) to measure a
+    /// warm cache.
+    #[arg(long = "relocation-cache", value_name = "DIR")]
+    relocation_cache: Option<PathBuf>,
 }
 
 const RSS_HELP: &str = "\
@@ -83,7 +90,9 @@ read = read() the whole file into anonymous memory, mapping nothing from it.
 
 Examples:
   soloader rss libsqlite3.so.0 --procs 8 --loader all
-  soloader rss ./libbigtext.so --procs 4 --call bigtext_run 1024 --json";
+  soloader rss ./libbigtext.so --procs 4 --call bigtext_run 1024 --json
+  soloader call libcrypto.so.3 OpenSSL_version_num --relocation-cache ~/.cache/soloader
+  soloader rss libcrypto.so.3 --procs 8 --relocation-cache ~/.cache/soloader";
 
 /// The `--loader` choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -135,6 +144,9 @@ pub struct WorkerArgs {
     /// Function to call, and its integer arguments.
     #[arg(long, num_args = 1.., allow_negative_numbers = true)]
     call: Vec<String>,
+    /// Relocation cache directory (soloader workers only).
+    #[arg(long = "relocation-cache", value_name = "DIR")]
+    relocation_cache: Option<PathBuf>,
 }
 
 // ---------------------------------------------------------------------------
@@ -242,7 +254,8 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
     let call = parse_call(&args.call)?;
     let report = match args.loader {
         Method::Soloader => {
-            let (lib, report) = load_soloader(&args.lib, call.as_ref())?;
+            let (lib, report) =
+                load_soloader(&args.lib, call.as_ref(), args.relocation_cache.as_deref())?;
             let report = report.lines();
             barrier(&report);
             drop(lib);
@@ -332,9 +345,14 @@ unsafe fn call_at(addr: usize, args: &[i64]) -> i64 {
 fn load_soloader(
     path: &Path,
     call: Option<&(String, Vec<i64>)>,
+    relocation_cache: Option<&Path>,
 ) -> anyhow::Result<(Library, Report)> {
     let sink = VecSink::new();
-    let lib = Library::open_with(path, &Options::new().trace(Arc::new(sink.clone())))
+    let mut options = Options::new().trace(Arc::new(sink.clone()));
+    if let Some(dir) = relocation_cache {
+        options = options.relocation_cache(dir);
+    }
+    let lib = Library::open_with(path, &options)
         .with_context(|| format!("soloader could not load {}", path.display()))?;
     let span = lib.span();
     let page = mem::page_size();
@@ -354,10 +372,48 @@ fn load_soloader(
             _ => {}
         }
     }
+    let mut regions = mem::regions(lib.segments());
+    let mut notes = Vec::new();
+    if let Some(c) = lib.relocation_cache() {
+        // Pages mapped from the cache file are not private copies; the
+        // stubs live outside the span but are this library's cost: they
+        // count as data (the table is written by every load, the code
+        // too unless it comes from the cache file).
+        for p in &c.shared {
+            written.remove(p);
+        }
+        let stub_pages = |r: &std::ops::Range<usize>| (r.start..r.end).step_by(page);
+        written.extend(stub_pages(&c.stub_table));
+        if !c.mapped {
+            written.extend(stub_pages(&c.stub_code));
+        }
+        for r in [&c.stub_code, &c.stub_table] {
+            if r.start < r.end {
+                regions.push(mem::Region {
+                    kind: SegmentKind::Data,
+                    range: r.clone(),
+                    file_offset: None,
+                });
+            }
+        }
+        notes.push(format!(
+            "relocation cache {} ({}): {} of {} cacheable pages shared from the cache file, {} stubs; data includes the stub code ({}) and table ({}) after the span",
+            if c.hit { "hit" } else { "miss" },
+            c.file.display(),
+            c.shared.len(),
+            c.pages.len(),
+            c.stubs,
+            kib((c.stub_code.end - c.stub_code.start) as u64),
+            kib((c.stub_table.end - c.stub_table.start) as u64),
+        ));
+    } else if relocation_cache.is_some() {
+        notes.push("relocation cache not used (see `soloader trace --relocation-cache`)".into());
+    }
     let mut report = Report {
         path: std::fs::canonicalize(lib.path()).unwrap_or_else(|_| lib.path().to_path_buf()),
-        regions: mem::regions(lib.segments()),
+        regions,
         written: Some(written),
+        notes,
         ..Report::default()
     };
     if let Some((sym, args)) = call {
@@ -803,6 +859,7 @@ fn spawn(
     method: Method,
     call: &[String],
     n: u32,
+    relocation_cache: Option<&Path>,
 ) -> anyhow::Result<Workers> {
     let mut w = Workers {
         children: Vec::new(),
@@ -818,6 +875,9 @@ fn spawn(
             .arg(lib);
         if !call.is_empty() {
             cmd.arg("--call").args(call);
+        }
+        if let (Method::Soloader, Some(dir)) = (method, relocation_cache) {
+            cmd.arg("--relocation-cache").arg(dir);
         }
         cmd.stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -963,8 +1023,9 @@ fn measure_run(
     method: Method,
     call: &[String],
     n: u32,
+    relocation_cache: Option<&Path>,
 ) -> anyhow::Result<Run> {
-    let mut w = spawn(exe, lib, method, call, n)?;
+    let mut w = spawn(exe, lib, method, call, n, relocation_cache)?;
     let reports = collect(&mut w)?;
     let pids = w.pids();
     let mut exclude = pids.clone();
@@ -1008,7 +1069,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut runs = Vec::new();
     for m in methods {
-        runs.push(measure_run(&exe, &lib, m, &call, args.procs)?);
+        runs.push(measure_run(
+            &exe,
+            &lib,
+            m,
+            &call,
+            args.procs,
+            args.relocation_cache.as_deref(),
+        )?);
     }
     let out = if args.json {
         json(&lib, size, args.procs, &call, &runs)
@@ -1747,6 +1815,10 @@ fn json(lib: &Path, size: u64, procs: u32, call: &[String], runs: &[Run]) -> Str
                                     })
                                     .collect(),
                             ),
+                        ),
+                        (
+                            "notes",
+                            J::Arr(r.notes.iter().map(|n| J::Str(n.clone())).collect()),
                         ),
                         (
                             "written_pages",

@@ -60,6 +60,10 @@ pub struct Args {
     /// LD_LIBRARY_PATH (repeatable).
     #[arg(long = "library-path", value_name = "DIR")]
     library_path: Vec<PathBuf>,
+    /// Share relocated pages between processes through a cache in DIR
+    /// (the library gets a fixed, predictable address: no ASLR for it).
+    #[arg(long = "relocation-cache", value_name = "DIR")]
+    relocation_cache: Option<PathBuf>,
 }
 
 /// `--call SYMBOL [ARG...]`, parsed.
@@ -303,6 +307,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut options = Options::new();
     if !args.library_path.is_empty() {
         options = options.library_path(args.library_path.clone());
+    }
+    if let Some(dir) = &args.relocation_cache {
+        options = options.relocation_cache(dir);
     }
     let rec = Recorder::new();
     let r = traced_run(&args.lib, options, &rec, spec.as_ref());
@@ -634,6 +641,25 @@ fn event_text(e: &Event, bases: &HashMap<PathBuf, usize>) -> String {
             format!("loaded: {} at base {base:#x}", path.display())
         }
         Event::Unloaded { path } => format!("unloaded: {}", path.display()),
+        Event::RelocationCache {
+            path,
+            what,
+            file,
+            detail,
+            pages,
+        } => {
+            let mut line = format!("relocation cache: {} {what}", short(path));
+            if let Some(f) = file {
+                let _ = write!(line, " ({})", f.display());
+            }
+            if !detail.is_empty() {
+                let _ = write!(line, ": {detail}");
+            }
+            if !pages.is_empty() {
+                let _ = write!(line, " [{} {}]", pages.len(), if pages.len() == 1 { "page" } else { "pages" });
+            }
+            line
+        }
     }
 }
 
@@ -874,6 +900,23 @@ fn event_json(e: &Event) -> Vec<(&'static str, Json)> {
             ("base", Json::hex(*base as u64)),
         ],
         Event::Unloaded { path } => vec![("event", Json::str("unloaded")), ("path", p(path))],
+        Event::RelocationCache {
+            path,
+            what,
+            file,
+            detail,
+            pages,
+        } => vec![
+            ("event", Json::str("relocation_cache")),
+            ("path", p(path)),
+            ("what", Json::str(what)),
+            ("file", file.as_deref().map_or(Json::Null, p)),
+            ("detail", Json::str(detail)),
+            (
+                "pages",
+                Json::Arr(pages.iter().map(|a| Json::hex(*a as u64)).collect()),
+            ),
+        ],
     }
 }
 

@@ -1,0 +1,769 @@
+//! The relocation cache (`Options::relocation_cache`) in this process, on
+//! private copies of the test libraries:
+//!
+//! - a cold load (which writes the cache file) and a warm load (which maps
+//!   it) give the same results as a load without the cache, at the same
+//!   deterministic base, with the cached pages mapped from the cache file;
+//! - a library file that changes (same build-id, new contents) makes its
+//!   cache file stale: ignored, and rewritten;
+//! - a corrupt cache file (flipped byte, truncated, bad magic) is ignored
+//!   with a trace event and rewritten;
+//! - a directory or cache file writable by others is refused / ignored;
+//! - when the deterministic place is taken, the library is placed as usual
+//!   and the cache is not used;
+//! - without the option nothing of it happens.
+//!
+//! Tests run one at a time: loads of copies of one library compete for the
+//! same deterministic slot.
+
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+use std::collections::BTreeSet;
+use std::ffi::{c_char, CStr, CString};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use soloader::{CacheUse, Error, Event, Library, Options, TraceSink, VecSink};
+
+/// The range deterministic placements use.
+const REGION: std::ops::Range<usize> = 0x2000_0000_0000..0x3000_0000_0000;
+/// A placement slot.
+const SLOT: usize = 1 << 32;
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A directory (mode 0700) removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "soloader-relcache-{}-{}-{tag}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A copy of test library `name` in this directory.
+    fn copy(&self, name: &str) -> PathBuf {
+        let to = self.0.join(name);
+        fs::copy(PathBuf::from(env!("SOLOADER_TESTLIBS")).join(name), &to).unwrap();
+        to
+    }
+
+    /// The cache files (`*.relcache`) in this directory.
+    fn cache_files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "relcache"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Every file name in the directory.
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o700));
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Loads `lib` with the cache in `dir` (if any), traced.
+fn load(lib: &Path, dir: Option<&Path>) -> (Library, Vec<Event>) {
+    let sink = VecSink::new();
+    let mut o = Options::new().trace(Arc::new(sink.clone()));
+    if let Some(d) = dir {
+        o = o.relocation_cache(d);
+    }
+    let l =
+        Library::open_with(lib, &o).unwrap_or_else(|e| panic!("loading {}: {e}", lib.display()));
+    (l, sink.events())
+}
+
+/// The relocation-cache events: (what, detail).
+fn cache_events(events: &[Event]) -> Vec<(&'static str, String)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RelocationCache { what, detail, .. } => Some((*what, detail.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn has_event(events: &[Event], what: &str, detail_contains: &str) -> bool {
+    cache_events(events)
+        .iter()
+        .any(|(w, d)| *w == what && d.contains(detail_contains))
+}
+
+fn used(l: &Library) -> CacheUse {
+    l.relocation_cache()
+        .unwrap_or_else(|| panic!("{} did not use the relocation cache", l.path().display()))
+}
+
+/// Calls libarith's functions: every kind of relocation it has.
+fn arith(l: &Library) -> Vec<String> {
+    type Add = unsafe extern "C" fn(i32, i32) -> i32;
+    type Sum6 = unsafe extern "C" fn(i64, i64, i64, i64, i64, i64) -> i64;
+    type StrSum = unsafe extern "C" fn(*const c_char) -> i64;
+    type Greeting = unsafe extern "C" fn() -> *const c_char;
+    type Fsum8 = unsafe extern "C" fn(f64, f64, f64, f64, f64, f64, f64, f64) -> f64;
+    // SAFETY: the prototypes of testlibs/arith.c; the strings are static or
+    // live across the calls.
+    unsafe {
+        let add = *l.get::<Add>("add").unwrap();
+        let sum6 = *l.get::<Sum6>("sum6").unwrap();
+        let strsum = *l.get::<StrSum>("strsum").unwrap();
+        let greeting = *l.get::<Greeting>("greeting").unwrap();
+        let fsum8 = *l.get::<Fsum8>("fsum8").unwrap();
+        let hello = CString::new("hello").unwrap();
+        vec![
+            add(2, 3).to_string(),
+            sum6(1, 2, 3, 4, 5, 6).to_string(),
+            strsum(hello.as_ptr()).to_string(),
+            CStr::from_ptr(greeting()).to_string_lossy().into_owned(),
+            fsum8(1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0).to_string(),
+        ]
+    }
+}
+
+/// Calls libdata's functions: RELRO tables, symbolic data pointers, GOT
+/// reads, strcmp from libc.
+fn data(l: &Library) -> Vec<String> {
+    type Apply = unsafe extern "C" fn(*const c_char, i32, i32) -> i32;
+    type OpName = unsafe extern "C" fn(i32) -> *const c_char;
+    type Read = unsafe extern "C" fn() -> i32;
+    type Table = unsafe extern "C" fn() -> *const *const c_char;
+    // SAFETY: the prototypes of testlibs/data.c; the table is
+    // NULL-terminated and static.
+    unsafe {
+        let apply = *l.get::<Apply>("apply").unwrap();
+        let op_name = *l.get::<OpName>("op_name").unwrap();
+        let via_ptr = *l.get::<Read>("read_via_ptr").unwrap();
+        let elem2 = *l.get::<Read>("read_array_elem2").unwrap();
+        let table = *l.get::<Table>("string_table").unwrap();
+        let mul = CString::new("mul").unwrap();
+        let mut out = vec![
+            apply(mul.as_ptr(), 6, 7).to_string(),
+            CStr::from_ptr(op_name(2)).to_string_lossy().into_owned(),
+            via_ptr().to_string(),
+            elem2().to_string(),
+        ];
+        let mut p = table();
+        while !(*p).is_null() {
+            out.push(CStr::from_ptr(*p).to_string_lossy().into_owned());
+            p = p.add(1);
+        }
+        out
+    }
+}
+
+/// Whether `addr` is mapped from a `.relcache` file in /proc/self/maps.
+fn mapped_from_cache_file(addr: usize) -> bool {
+    let maps = fs::read_to_string("/proc/self/maps").unwrap();
+    maps.lines().any(|l| {
+        let (range, rest) = l.split_once(' ').unwrap();
+        let (s, e) = range.split_once('-').unwrap();
+        let (s, e) = (
+            usize::from_str_radix(s, 16).unwrap(),
+            usize::from_str_radix(e, 16).unwrap(),
+        );
+        s <= addr && addr < e && rest.trim_end().ends_with(".relcache")
+    })
+}
+
+#[test]
+fn cold_and_warm_loads_give_the_results_of_an_uncached_load() {
+    let _g = serial();
+    for (name, work) in [
+        ("libarith.so", arith as fn(&Library) -> Vec<String>),
+        ("libdata.so", data),
+    ] {
+        let libs = TempDir::new("libs");
+        let cache = TempDir::new("cache");
+        let lib = libs.copy(name);
+
+        let count = |ev: &[Event]| -> usize {
+            ev.iter()
+                .map(|e| match e {
+                    Event::Relocations { count, .. } => *count,
+                    _ => 0,
+                })
+                .sum()
+        };
+        let (plain, events) = load(&lib, None);
+        let plain_count = count(&events);
+        let expected = work(&plain);
+        assert!(plain.relocation_cache().is_none());
+        assert!(cache_events(&events).is_empty());
+        assert!(
+            !REGION.contains(&plain.base()),
+            "{name}: no fixed place without the option"
+        );
+        drop(plain);
+
+        let (cold, events) = load(&lib, Some(cache.path()));
+        let c = used(&cold);
+        assert!(
+            !c.hit && c.written,
+            "{name}: first load writes: {c:?}\n{:?}",
+            cache_events(&events)
+        );
+        assert!(
+            has_event(&events, "placed", "build-id"),
+            "{:?}",
+            cache_events(&events)
+        );
+        assert!(
+            has_event(&events, "miss", ""),
+            "{:?}",
+            cache_events(&events)
+        );
+        assert!(
+            REGION.contains(&cold.base()),
+            "{name}: placed in the reserved range"
+        );
+        assert!(!c.pages.is_empty(), "{name}: something to cache: {c:?}");
+        assert!(
+            c.stubs >= 1,
+            "{name}: the libc call goes through a stub: {c:?}"
+        );
+        assert!(c.stub_code.start >= cold.span().end, "stubs after the span");
+        assert_eq!(work(&cold), expected, "{name}: cold load");
+        let base = cold.base();
+        assert_eq!(cache.cache_files().len(), 1, "{:?}", cache.names());
+        // The cold load's own fixed pages were switched to the new file.
+        assert!(c.shared.iter().all(|&p| mapped_from_cache_file(p)));
+        drop(cold);
+
+        let (warm, events) = load(&lib, Some(cache.path()));
+        let w = used(&warm);
+        assert!(
+            w.hit,
+            "{name}: second load hits: {:?}",
+            cache_events(&events)
+        );
+        assert_eq!(warm.base(), base, "{name}: same deterministic base");
+        assert_eq!(w.pages, c.pages);
+        assert!(!w.shared.is_empty());
+        for &p in &w.shared {
+            assert!(
+                mapped_from_cache_file(p),
+                "{name}: page {p:#x} comes from the cache file"
+            );
+        }
+        assert_eq!(work(&warm), expected, "{name}: warm load");
+        // The hit applied fewer relocations than an uncached load.
+        assert!(
+            count(&events) < plain_count,
+            "{} vs {plain_count}",
+            count(&events)
+        );
+        drop(warm);
+        assert_eq!(cache.cache_files().len(), 1, "{:?}", cache.names());
+    }
+}
+
+/// The virtual address and file offset of `sym`'s value in `lib`.
+fn location_of(lib: &Path, sym: &str) -> (usize, usize) {
+    let bytes = fs::read(lib).unwrap();
+    let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+    let s = elf
+        .dynsyms
+        .iter()
+        .find(|s| elf.dynstrtab.get_at(s.st_name) == Some(sym))
+        .unwrap_or_else(|| panic!("{sym} not in {}", lib.display()));
+    let ph = elf
+        .program_headers
+        .iter()
+        .find(|p| {
+            p.p_type == goblin::elf::program_header::PT_LOAD
+                && p.p_vaddr <= s.st_value
+                && s.st_value < p.p_vaddr + p.p_filesz
+        })
+        .unwrap();
+    (
+        s.st_value as usize,
+        (s.st_value - ph.p_vaddr + ph.p_offset) as usize,
+    )
+}
+
+#[test]
+fn a_changed_library_makes_its_cache_file_stale() {
+    let _g = serial();
+    let libs = TempDir::new("libs");
+    let cache = TempDir::new("cache");
+    let lib = libs.copy("libdata.so");
+    let read = |l: &Library| -> i32 {
+        // SAFETY: int read_via_ptr(void).
+        unsafe {
+            (*l.get::<unsafe extern "C" fn() -> i32>("read_via_ptr")
+                .unwrap())()
+        }
+    };
+    let (l, _) = load(&lib, Some(cache.path()));
+    assert_eq!(read(&l), 1234);
+    drop(l);
+    let (l, _) = load(&lib, Some(cache.path()));
+    assert!(used(&l).hit);
+    // data_value lies in a page the cache holds: a stale file would bring
+    // back 1234.
+    let (vaddr, at) = location_of(&lib, "data_value");
+    let page = (l.base() + vaddr) & !4095;
+    assert!(used(&l).pages.contains(&page), "{:?}", used(&l));
+    drop(l);
+
+    // Same build-id, same size, new contents, written in place.
+    let mut bytes = fs::read(&lib).unwrap();
+    bytes[at..at + 4].copy_from_slice(&4321i32.to_le_bytes());
+    fs::write(&lib, &bytes).unwrap();
+
+    let (l, events) = load(&lib, Some(cache.path()));
+    let u = used(&l);
+    assert!(!u.hit && u.written, "{u:?} {:?}", cache_events(&events));
+    assert!(
+        has_event(&events, "ignored", "stale"),
+        "{:?}",
+        cache_events(&events)
+    );
+    assert_eq!(read(&l), 4321, "the new contents, not the cached ones");
+    drop(l);
+    assert_eq!(
+        cache.cache_files().len(),
+        1,
+        "rewritten in place: {:?}",
+        cache.names()
+    );
+
+    let (l, events) = load(&lib, Some(cache.path()));
+    assert!(used(&l).hit, "{:?}", cache_events(&events));
+    assert_eq!(read(&l), 4321);
+    drop(l);
+
+    // Another library under the same name: another build-id, another file.
+    fs::copy(
+        PathBuf::from(env!("SOLOADER_TESTLIBS")).join("libarith.so"),
+        libs.path().join("x.so"),
+    )
+    .unwrap();
+    fs::rename(libs.path().join("x.so"), &lib).unwrap();
+    let (l, _) = load(&lib, Some(cache.path()));
+    assert!(!used(&l).hit);
+    assert_eq!(arith(&l)[0], "5");
+    drop(l);
+    assert_eq!(cache.cache_files().len(), 2);
+}
+
+/// Makes `f` writable by its owner, applies `edit`, restores its mode.
+fn edit_file(f: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
+    let mode = fs::metadata(f).unwrap().permissions().mode();
+    fs::set_permissions(f, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut bytes = fs::read(f).unwrap();
+    edit(&mut bytes);
+    fs::write(f, &bytes).unwrap();
+    fs::set_permissions(f, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn a_corrupt_cache_file_is_ignored_and_rewritten() {
+    let _g = serial();
+    let libs = TempDir::new("libs");
+    let cache = TempDir::new("cache");
+    let lib = libs.copy("libarith.so");
+    let (l, _) = load(&lib, Some(cache.path()));
+    let expected = arith(&l);
+    drop(l);
+    let file = cache.cache_files().pop().unwrap();
+    let good = fs::read(&file).unwrap();
+    let header_len = u64::from_le_bytes(good[16..24].try_into().unwrap()) as usize;
+    assert!(header_len > 0 && header_len < good.len());
+
+    type Corruption = (&'static str, &'static str, fn(&mut Vec<u8>, usize));
+    let corruptions: [Corruption; 6] = [
+        ("a page byte flipped", "checksum", |b, h| b[h + 100] ^= 0x40),
+        ("the stub code changed", "stub code", |b, _| {
+            let n = b.len();
+            b[n - 4096 + 7] ^= 1;
+        }),
+        ("a header byte flipped", "header checksum", |b, _| {
+            b[40] ^= 1
+        }),
+        ("header padding changed", "padding", |b, h| b[h - 20] ^= 1),
+        ("truncated", "corrupt", |b, _| {
+            let n = b.len();
+            b.truncate(n - 100);
+        }),
+        ("bad magic", "magic", |b, _| b[0] = b'X'),
+    ];
+    for (what, why, corrupt) in corruptions {
+        edit_file(&file, |b| corrupt(b, header_len));
+        let (l, events) = load(&lib, Some(cache.path()));
+        let u = used(&l);
+        assert!(!u.hit, "{what}: never used: {:?}", cache_events(&events));
+        assert!(
+            has_event(&events, "ignored", why),
+            "{what}: a warning saying {why:?}: {:?}",
+            cache_events(&events)
+        );
+        assert!(u.written, "{what}: rewritten");
+        assert_eq!(arith(&l), expected, "{what}");
+        drop(l);
+        assert_eq!(
+            fs::read(&file).unwrap(),
+            good,
+            "{what}: rewritten as it was"
+        );
+        let (l, _) = load(&lib, Some(cache.path()));
+        assert!(used(&l).hit, "{what}: the rewritten file is used");
+        assert_eq!(arith(&l), expected);
+        drop(l);
+    }
+    assert_eq!(
+        cache.names().len(),
+        1,
+        "no temporary file left: {:?}",
+        cache.names()
+    );
+}
+
+#[test]
+fn an_unsafe_directory_is_refused_and_a_writable_file_ignored() {
+    let _g = serial();
+    let libs = TempDir::new("libs");
+    let lib = libs.copy("libarith.so");
+    for mode in [0o770, 0o707, 0o777] {
+        let cache = TempDir::new("cache");
+        fs::set_permissions(cache.path(), fs::Permissions::from_mode(mode)).unwrap();
+        let e = Library::open_with(&lib, &Options::new().relocation_cache(cache.path()))
+            .expect_err("a directory others can write is refused");
+        assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+        let text = e.to_string();
+        assert!(
+            text.contains(&cache.path().display().to_string()) && text.contains("writable"),
+            "{text}"
+        );
+        assert!(cache.names().is_empty(), "nothing written");
+    }
+    // A missing directory is created, mode 0700.
+    let parent = TempDir::new("parent");
+    let fresh = parent.path().join("a/b");
+    let l = Library::open_with(&lib, &Options::new().relocation_cache(&fresh)).unwrap();
+    assert!(used(&l).written);
+    drop(l);
+    assert_eq!(
+        fs::metadata(&fresh).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+
+    // A cache file others can write is never used (and replaced).
+    let cache = TempDir::new("cache");
+    drop(load(&lib, Some(cache.path())));
+    let file = cache.cache_files().pop().unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o666)).unwrap();
+    let (l, events) = load(&lib, Some(cache.path()));
+    assert!(!used(&l).hit);
+    assert!(
+        has_event(&events, "ignored", "mode 666"),
+        "{:?}",
+        cache_events(&events)
+    );
+    drop(l);
+    assert_eq!(
+        fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o444
+    );
+}
+
+/// `mmap(MAP_FIXED_NOREPLACE)` of one slot, unmapped on drop.
+struct Blocker(usize);
+
+impl Blocker {
+    fn new(at: usize) -> Option<Blocker> {
+        // SAFETY: a new anonymous PROT_NONE mapping at a free address
+        // (MAP_FIXED_NOREPLACE never replaces anything).
+        let p = unsafe {
+            libc::mmap(
+                at as *mut _,
+                4096,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        (p as usize == at).then_some(Blocker(at))
+    }
+}
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping.
+        unsafe { libc::munmap(self.0 as *mut _, 4096) };
+    }
+}
+
+#[test]
+fn a_taken_place_falls_back_to_a_normal_load_without_the_cache() {
+    let _g = serial();
+    let libs = TempDir::new("libs");
+    let cache = TempDir::new("cache");
+    let lib = libs.copy("libarith.so");
+    let (l, _) = load(&lib, Some(cache.path()));
+    let first = l.span().start;
+    let expected = arith(&l);
+    drop(l);
+    // Take the library's slot: the next slot is probed, another base,
+    // another cache file.
+    let next = |k: usize| {
+        let slot = (first - REGION.start) / SLOT;
+        REGION.start + (slot + k) % ((REGION.end - REGION.start) / SLOT) * SLOT
+    };
+    let b = Blocker::new(first).expect("the slot is free again");
+    let (l, events) = load(&lib, Some(cache.path()));
+    assert_eq!(l.span().start, next(1), "{:?}", cache_events(&events));
+    assert!(!used(&l).hit);
+    assert_eq!(arith(&l), expected);
+    drop(l);
+    // Take all the slots it probes.
+    let blockers: Vec<Blocker> = (1..8).filter_map(|k| Blocker::new(next(k))).collect();
+    assert_eq!(blockers.len(), 7);
+    let (l, events) = load(&lib, Some(cache.path()));
+    assert!(l.relocation_cache().is_none());
+    assert!(!REGION.contains(&l.base()));
+    assert!(
+        has_event(&events, "not placed", "taken"),
+        "{:?}",
+        cache_events(&events)
+    );
+    assert_eq!(arith(&l), expected);
+    drop(l);
+    drop(b);
+    drop(blockers);
+    // Free again: the first file is used.
+    let (l, _) = load(&lib, Some(cache.path()));
+    assert!(used(&l).hit);
+    assert_eq!(l.span().start, first);
+}
+
+/// The (8-byte aligned) words TLS relocations of `lib` (at `base`) write:
+/// module ids and descriptors, which differ from load to load.
+fn tls_words(lib: &Path, base: usize) -> BTreeSet<usize> {
+    let bytes = fs::read(lib).unwrap();
+    let elf = goblin::elf::Elf::parse(&bytes).unwrap();
+    let mut out = BTreeSet::new();
+    for r in elf.dynrelas.iter().chain(elf.pltrelocs.iter()) {
+        let words = match r.r_type {
+            goblin::elf::reloc::R_X86_64_DTPMOD64 => 1,
+            goblin::elf::reloc::R_X86_64_TLSDESC => 2,
+            _ => 0,
+        };
+        for k in 0..words {
+            out.insert(base + r.r_offset as usize + 8 * k);
+        }
+    }
+    out
+}
+
+/// Memory contents: (address, bytes) per range.
+type Bytes = Vec<(usize, Vec<u8>)>;
+
+/// A trace sink that copies `lib`'s writable segments just before its
+/// first initialiser runs (relocated, not yet changed by its own code).
+struct Snapshot {
+    lib: PathBuf,
+    /// The writable `PT_LOAD`s, page-aligned, relative to the base.
+    ranges: Vec<std::ops::Range<usize>>,
+    base: Mutex<Option<usize>>,
+    bytes: Mutex<Option<Bytes>>,
+    events: VecSink,
+}
+
+impl Snapshot {
+    fn new(lib: &Path) -> Arc<Snapshot> {
+        let file = fs::read(lib).unwrap();
+        let elf = goblin::elf::Elf::parse(&file).unwrap();
+        let ranges = elf
+            .program_headers
+            .iter()
+            .filter(|p| {
+                p.p_type == goblin::elf::program_header::PT_LOAD
+                    && p.p_flags & goblin::elf::program_header::PF_W != 0
+            })
+            .map(|p| {
+                (p.p_vaddr as usize & !4095)
+                    ..(p.p_vaddr + p.p_memsz).next_multiple_of(4096) as usize
+            })
+            .collect();
+        Arc::new(Snapshot {
+            lib: lib.to_path_buf(),
+            ranges,
+            base: Mutex::new(None),
+            bytes: Mutex::new(None),
+            events: VecSink::new(),
+        })
+    }
+
+    fn take(&self) -> Vec<(usize, Vec<u8>)> {
+        self.bytes
+            .lock()
+            .unwrap()
+            .take()
+            .expect("a snapshot was taken")
+    }
+}
+
+impl TraceSink for Snapshot {
+    fn event(&self, e: &Event) {
+        self.events.event(e);
+        match e {
+            Event::Mapped { path, base, .. } if path == &self.lib => {
+                *self.base.lock().unwrap() = Some(*base);
+            }
+            Event::Init { path, .. } | Event::Loaded { path, .. } if path == &self.lib => {
+                let mut bytes = self.bytes.lock().unwrap();
+                let base = *self.base.lock().unwrap();
+                if let (None, Some(base)) = (bytes.as_ref(), base) {
+                    *bytes = Some(
+                        self.ranges
+                            .iter()
+                            .map(|r| {
+                                // SAFETY: the writable segments of a mapped
+                                // library are readable.
+                                let b = unsafe {
+                                    std::slice::from_raw_parts(
+                                        (base + r.start) as *const u8,
+                                        r.len(),
+                                    )
+                                };
+                                (base + r.start, b.to_vec())
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The stub code and table of `l`.
+fn stub_bytes(l: &Library) -> Vec<(usize, Vec<u8>)> {
+    let c = used(l);
+    [c.stub_code, c.stub_table]
+        .into_iter()
+        .map(|r| {
+            // SAFETY: the stub area in use is mapped readable.
+            let b = unsafe { std::slice::from_raw_parts(r.start as *const u8, r.len()) };
+            (r.start, b.to_vec())
+        })
+        .collect()
+}
+
+#[test]
+fn every_test_library_relocates_from_the_cache_exactly_as_it_did_itself() {
+    let _g = serial();
+    let testlibs = PathBuf::from(env!("SOLOADER_TESTLIBS"));
+    let mut names: Vec<String> = fs::read_dir(&testlibs)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".so"))
+        .collect();
+    names.sort();
+    let mut checked = Vec::new();
+    for name in names {
+        let lib = testlibs.join(&name);
+        let cache = TempDir::new("every");
+        let snap = Snapshot::new(&lib);
+        let o = Options::new()
+            .relocation_cache(cache.path())
+            .trace(snap.clone());
+        let Ok(cold) = Library::open_with(&lib, &o) else {
+            continue; // libraries that do not load at all (by design)
+        };
+        let Some(c) = cold.relocation_cache() else {
+            drop(cold);
+            continue;
+        };
+        let base = cold.base();
+        let mut before = snap.take();
+        before.extend(stub_bytes(&cold));
+        cold.close().unwrap();
+        let (probe, _) = load(&lib, None);
+        let unloaded = !REGION.contains(&probe.base());
+        drop(probe);
+        if !unloaded {
+            continue; // NODELETE, or kept by another library
+        }
+        let snap = Snapshot::new(&lib);
+        let o = Options::new()
+            .relocation_cache(cache.path())
+            .trace(snap.clone());
+        let warm = Library::open_with(&lib, &o).unwrap();
+        let events = snap.events.events();
+        let w = used(&warm);
+        assert_eq!(warm.base(), base, "{name}");
+        if c.written {
+            assert!(w.hit, "{name}: {:?}", cache_events(&events));
+        }
+        let mut after = snap.take();
+        after.extend(stub_bytes(&warm));
+        assert_eq!(before.len(), after.len(), "{name}");
+        // TLS module ids and descriptors are new for every load.
+        let tls = tls_words(&lib, base);
+        for ((a, x), (_, y)) in before.iter().zip(&after) {
+            if let Some(i) = (0..x.len()).find(|&i| x[i] != y[i] && !tls.contains(&((a + i) & !7)))
+            {
+                panic!(
+                    "{name}: byte {:#x} differs between the cold load and the hit: {:#x} vs {:#x}\n{:?}",
+                    a + i,
+                    x[i],
+                    y[i],
+                    cache_events(&events)
+                );
+            }
+        }
+        checked.push(name);
+    }
+    for must in [
+        "libarith.so",
+        "libdata.so",
+        "libifunc.so",
+        "librelr.so",
+        "libtls.so",
+        "libcxx.so",
+        "libdiamond_a.so",
+    ] {
+        assert!(
+            checked.iter().any(|n| n == must),
+            "{must} not checked: {checked:?}"
+        );
+    }
+}

@@ -1,0 +1,602 @@
+//! The relocation cache across processes, on real system libraries:
+//!
+//! - libcrypto (SHA-256, HMAC) and libsqlite3 (queries on a database file,
+//!   math functions) give the same answers loaded without the cache, on a
+//!   cold cache (the load that writes it) and on a warm one (a load that
+//!   maps it), each in a fresh process;
+//! - libcrypto's RELRO is shared by four worker processes: one physical
+//!   frame per page when frame numbers are readable (root), otherwise file
+//!   pages mapped by several processes instead of private copies;
+//! - eight processes loading at once with an empty cache all work, and
+//!   leave one complete cache file behind, which the next load uses.
+//!
+//! This process never loads the measured libraries itself (it would raise
+//! their pages' map counts): children do, the test binary re-executed as
+//! its ignored `child` test, or the `soloader` binary.
+
+#![cfg(all(target_os = "linux", target_arch = "x86_64"))]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use soloader::mem::{self, Measurement, Region, SegmentKind};
+use soloader::{Library, Options};
+
+const SOLOADER: &str = env!("CARGO_BIN_EXE_soloader");
+/// Selects the child's workload.
+const CHILD_ENV: &str = "SOLOADER_RELCACHE_CHILD";
+/// The child's cache directory (none: load without the cache).
+const DIR_ENV: &str = "SOLOADER_RELCACHE_DIR";
+
+fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A directory (mode 0700) removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "soloader-relcache-p-{}-{}-{tag}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+        TempDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The child: load with soloader (with or without the cache), run a workload.
+
+/// Looks `name` up; panics if it is missing.
+///
+/// # Safety
+/// `T` must be the symbol's function pointer type.
+unsafe fn sym<T: Copy>(l: &Library, name: &str) -> T {
+    // SAFETY: forwarded to the caller.
+    unsafe { *l.get::<T>(name).unwrap_or_else(|e| panic!("{name}: {e}")) }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn crypto(l: &Library) -> Vec<String> {
+    type Sha256 = unsafe extern "C" fn(*const u8, usize, *mut u8) -> *mut u8;
+    type Md = unsafe extern "C" fn() -> *const c_void;
+    type CtxNew = unsafe extern "C" fn() -> *mut c_void;
+    type CtxFree = unsafe extern "C" fn(*mut c_void);
+    type Init = unsafe extern "C" fn(*mut c_void, *const c_void, *mut c_void) -> c_int;
+    type Update = unsafe extern "C" fn(*mut c_void, *const c_void, usize) -> c_int;
+    type Final = unsafe extern "C" fn(*mut c_void, *mut u8, *mut c_uint) -> c_int;
+    type Hmac = unsafe extern "C" fn(
+        *const c_void,
+        *const c_void,
+        c_int,
+        *const u8,
+        usize,
+        *mut u8,
+        *mut c_uint,
+    ) -> *mut u8;
+    type Version = unsafe extern "C" fn(c_int) -> *const c_char;
+    // SAFETY: OpenSSL 3's prototypes; 32-byte output buffers; the context
+    // is used between new and free.
+    unsafe {
+        let sha256: Sha256 = sym(l, "SHA256");
+        let evp_sha256: Md = sym(l, "EVP_sha256");
+        let ctx_new: CtxNew = sym(l, "EVP_MD_CTX_new");
+        let ctx_free: CtxFree = sym(l, "EVP_MD_CTX_free");
+        let init: Init = sym(l, "EVP_DigestInit_ex");
+        let update: Update = sym(l, "EVP_DigestUpdate");
+        let fin: Final = sym(l, "EVP_DigestFinal_ex");
+        let hmac: Hmac = sym(l, "HMAC");
+        let version: Version = sym(l, "OpenSSL_version");
+        let mut out = Vec::new();
+        let mut md = [0u8; 32];
+        sha256(b"abc".as_ptr(), 3, md.as_mut_ptr());
+        out.push(hex(&md));
+        let ctx = ctx_new();
+        assert!(!ctx.is_null());
+        assert_eq!(init(ctx, evp_sha256(), std::ptr::null_mut()), 1);
+        let block = [b'a'; 1000];
+        for _ in 0..1000 {
+            assert_eq!(update(ctx, block.as_ptr().cast(), block.len()), 1);
+        }
+        let mut n: c_uint = 0;
+        assert_eq!(fin(ctx, md.as_mut_ptr(), &mut n), 1);
+        ctx_free(ctx);
+        out.push(hex(&md[..n as usize]));
+        let msg = b"The quick brown fox jumps over the lazy dog";
+        let key = b"key";
+        hmac(
+            evp_sha256(),
+            key.as_ptr().cast(),
+            key.len() as c_int,
+            msg.as_ptr(),
+            msg.len(),
+            md.as_mut_ptr(),
+            &mut n,
+        );
+        out.push(hex(&md[..n as usize]));
+        out.push(CStr::from_ptr(version(0)).to_string_lossy().into_owned());
+        out
+    }
+}
+
+/// Collects sqlite3_exec's rows (`arg` is a `Vec<String>`).
+unsafe extern "C" fn row(
+    arg: *mut c_void,
+    n: c_int,
+    values: *mut *mut c_char,
+    _names: *mut *mut c_char,
+) -> c_int {
+    // SAFETY: sqlite passes `n` values (each NULL or a C string) and our
+    // Vec as `arg`.
+    unsafe {
+        let rows = &mut *(arg as *mut Vec<String>);
+        let cols: Vec<String> = (0..n as usize)
+            .map(|i| {
+                let v = *values.add(i);
+                if v.is_null() {
+                    "NULL".into()
+                } else {
+                    CStr::from_ptr(v).to_string_lossy().into_owned()
+                }
+            })
+            .collect();
+        rows.push(cols.join("|"));
+    }
+    0
+}
+
+fn sqlite(l: &Library, db_path: &Path) -> Vec<String> {
+    type Open = unsafe extern "C" fn(*const c_char, *mut *mut c_void) -> c_int;
+    type Exec = unsafe extern "C" fn(
+        *mut c_void,
+        *const c_char,
+        Option<
+            unsafe extern "C" fn(*mut c_void, c_int, *mut *mut c_char, *mut *mut c_char) -> c_int,
+        >,
+        *mut c_void,
+        *mut *mut c_char,
+    ) -> c_int;
+    type Close = unsafe extern "C" fn(*mut c_void) -> c_int;
+    // SAFETY: sqlite3's prototypes; the handle is used between open and
+    // close; `rows` outlives every exec.
+    unsafe {
+        let open: Open = sym(l, "sqlite3_open");
+        let exec: Exec = sym(l, "sqlite3_exec");
+        let close: Close = sym(l, "sqlite3_close");
+        let _ = fs::remove_file(db_path);
+        let path = CString::new(db_path.to_str().unwrap()).unwrap();
+        let mut db = std::ptr::null_mut();
+        assert_eq!(open(path.as_ptr(), &mut db), 0, "sqlite3_open");
+        let mut rows: Vec<String> = Vec::new();
+        for sql in [
+            "create table t(x integer primary key, s text, r real)",
+            "with recursive c(i) as (select 1 union all select i + 1 from c where i < 2000) \
+             insert into t select i, printf('row%04d', i), i / 7.0 from c",
+            "create index ts on t(s)",
+            "select count(*), sum(x), min(s), max(s), printf('%.4f', sum(r)) from t",
+            "select group_concat(x, ',') from (select x from t where s like 'row199_' order by x)",
+            "select sqlite_version(), upper('abc'), length(zeroblob(10)), instr('hello', 'll')",
+            "select printf('%.6f', sqrt(2.0)), pow(2, 10), printf('%.6f', cos(0.5)), floor(-2.5), trunc(7.9)",
+            "pragma integrity_check",
+        ] {
+            let c = CString::new(sql).unwrap();
+            let mut err: *mut c_char = std::ptr::null_mut();
+            let rc = exec(db, c.as_ptr(), Some(row), (&mut rows as *mut Vec<String>).cast(), &mut err);
+            assert_eq!(rc, 0, "{sql}: {}", if err.is_null() { "?".into() } else { CStr::from_ptr(err).to_string_lossy() });
+        }
+        assert_eq!(close(db), 0);
+        rows
+    }
+}
+
+/// Runs in children only: loads the library named by [`CHILD_ENV`] with
+/// the cache in [`DIR_ENV`] (if set) and prints the workload's answers.
+#[test]
+#[ignore = "the child half of the cross-process tests"]
+fn child() {
+    let Ok(which) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut o = Options::new();
+    if let Ok(d) = std::env::var(DIR_ENV) {
+        o = o.relocation_cache(d);
+    }
+    type Work = Box<dyn Fn(&Library) -> Vec<String>>;
+    let (name, work): (&str, Work) = match which.as_str() {
+        "crypto" => ("libcrypto.so.3", Box::new(crypto)),
+        "sqlite" => {
+            let db = PathBuf::from(std::env::var("SOLOADER_RELCACHE_DB").unwrap());
+            (
+                "libsqlite3.so.0",
+                Box::new(move |l: &Library| sqlite(l, &db)),
+            )
+        }
+        other => panic!("unknown workload {other}"),
+    };
+    let l = Library::open_with(name, &o).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let answers = work(&l);
+    let cache = match l.relocation_cache() {
+        None => "none".to_string(),
+        Some(c) => format!(
+            "{} written={} pages={} shared={} stubs={}",
+            if c.hit { "hit" } else { "miss" },
+            c.written,
+            c.pages.len(),
+            c.shared.len(),
+            c.stubs
+        ),
+    };
+    println!("\nCACHE:{cache}");
+    println!("\nRESULT:{}", answers.join("; "));
+}
+
+/// Runs the `child` test in a new process: (cache line, result line).
+fn run_child(which: &str, dir: Option<&Path>, env: &[(&str, &Path)]) -> (String, String) {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(&exe);
+    cmd.args([
+        "--exact",
+        "child",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, which);
+    if let Some(d) = dir {
+        cmd.env(DIR_ENV, d);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "child {which} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |tag: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(tag).map(str::to_string))
+            .unwrap_or_else(|| panic!("no {tag} in:\n{stdout}"))
+    };
+    (field("CACHE:"), field("RESULT:"))
+}
+
+#[test]
+fn libcrypto_answers_the_same_cold_warm_and_uncached() {
+    let _g = serial();
+    let cache = TempDir::new("crypto");
+    let (c0, plain) = run_child("crypto", None, &[]);
+    assert_eq!(c0, "none");
+    let (c1, cold) = run_child("crypto", Some(cache.path()), &[]);
+    assert!(c1.starts_with("miss written=true"), "{c1}");
+    let (c2, warm) = run_child("crypto", Some(cache.path()), &[]);
+    assert!(c2.starts_with("hit"), "{c2}");
+    let (c3, warm2) = run_child("crypto", Some(cache.path()), &[]);
+    assert!(c3.starts_with("hit"), "{c3}");
+    assert_eq!(cold, plain);
+    assert_eq!(warm, plain);
+    assert_eq!(warm2, plain);
+    let parts: Vec<&str> = plain.split("; ").collect();
+    assert_eq!(
+        parts[..3],
+        [
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0",
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8",
+        ]
+    );
+}
+
+#[test]
+fn libsqlite3_answers_the_same_cold_warm_and_uncached() {
+    let _g = serial();
+    let cache = TempDir::new("sqlite");
+    let work = TempDir::new("db");
+    let db = work.path().join("t.db");
+    let env = [("SOLOADER_RELCACHE_DB", db.as_path())];
+    let (c0, plain) = run_child("sqlite", None, &env);
+    assert_eq!(c0, "none");
+    let (c1, cold) = run_child("sqlite", Some(cache.path()), &env);
+    assert!(c1.starts_with("miss written=true"), "{c1}");
+    let (c2, warm) = run_child("sqlite", Some(cache.path()), &env);
+    assert!(c2.starts_with("hit"), "{c2}");
+    assert_eq!(cold, plain);
+    assert_eq!(warm, plain);
+    assert!(plain.contains("2000|2001000|row0001|row2000|"), "{plain}");
+    assert!(
+        plain.contains("1.414214|1024.0|0.877583|-3.0|7.0"),
+        "{plain}"
+    );
+    assert!(plain.ends_with("ok"), "{plain}");
+}
+
+// ---------------------------------------------------------------------------
+// RELRO shared by four workers
+
+/// An `rss-worker` that loaded a library and waits: its regions.
+struct Worker {
+    child: Child,
+    regions: Vec<Region>,
+    notes: Vec<String>,
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_workers(lib: &str, dir: Option<&Path>, n: usize) -> Vec<Worker> {
+    let mut children = Vec::new();
+    for _ in 0..n {
+        let mut cmd = Command::new(SOLOADER);
+        cmd.args(["rss-worker", "--loader", "soloader", lib]);
+        if let Some(d) = dir {
+            cmd.arg("--relocation-cache").arg(d);
+        }
+        children.push(
+            cmd.stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    children
+        .into_iter()
+        .map(|mut child| {
+            let out = child.stdout.take().unwrap();
+            let (mut regions, mut notes) = (Vec::new(), Vec::new());
+            for line in BufReader::new(out).lines() {
+                let line = line.unwrap();
+                let f: Vec<&str> = line.split(' ').collect();
+                let hex = |s: &str| usize::from_str_radix(s, 16).unwrap();
+                match f[0] {
+                    "ready" => break,
+                    "region" => regions.push(Region {
+                        kind: SegmentKind::from_name(f[1]).unwrap(),
+                        range: hex(f[2])..hex(f[3]),
+                        file_offset: (f[4] != "-").then(|| u64::from_str_radix(f[4], 16).unwrap()),
+                    }),
+                    "note" => notes.push(line[5..].to_string()),
+                    _ => {}
+                }
+            }
+            assert!(!regions.is_empty(), "a worker did not report");
+            Worker {
+                child,
+                regions,
+                notes,
+            }
+        })
+        .collect()
+}
+
+/// A worker's resident RELRO pages: address → (anonymous, frame number).
+type RelroPages = BTreeMap<usize, (bool, Option<u64>)>;
+
+/// Per worker, the RELRO pages, and the measurements.
+fn relro_pages(ws: &[Worker]) -> (Vec<RelroPages>, Vec<Measurement>) {
+    let ms: Vec<Measurement> = ws
+        .iter()
+        .map(|w| mem::measure(w.child.id() as i32, &w.regions).unwrap())
+        .collect();
+    let pages = ms
+        .iter()
+        .map(|m| {
+            m.pages
+                .iter()
+                .filter(|p| p.kind == SegmentKind::Relro && p.info.present())
+                .map(|p| (p.info.addr, (p.anonymous(), p.info.pfn())))
+                .collect()
+        })
+        .collect();
+    (pages, ms)
+}
+
+#[test]
+fn libcrypto_relro_is_shared_by_four_processes() {
+    let _g = serial();
+    let cache = TempDir::new("relro");
+    let page = mem::page_size();
+    // Without the cache: every RELRO page is a private copy in every worker.
+    let plain = start_workers("libcrypto.so.3", None, 4);
+    let (pages, _) = relro_pages(&plain);
+    let relro_len: usize = plain[0]
+        .regions
+        .iter()
+        .filter(|r| r.kind == SegmentKind::Relro)
+        .map(|r| r.range.len() / page)
+        .sum();
+    assert!(
+        relro_len >= 64,
+        "libcrypto has ~98 RELRO pages, found {relro_len}"
+    );
+    for p in &pages {
+        let private = p.values().filter(|(anon, _)| *anon).count();
+        assert!(private * 10 >= relro_len * 9, "{private} of {relro_len}");
+    }
+    drop(plain);
+
+    // Warm the cache, then four workers.
+    let st = Command::new(SOLOADER)
+        .args([
+            "call",
+            "libcrypto.so.3",
+            "OpenSSL_version_num",
+            "--relocation-cache",
+        ])
+        .arg(cache.path())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let ws = start_workers("libcrypto.so.3", Some(cache.path()), 4);
+    for w in &ws {
+        assert!(
+            w.notes
+                .iter()
+                .any(|n| n.starts_with("relocation cache hit")),
+            "{:?}",
+            w.notes
+        );
+    }
+    let (pages, ms) = relro_pages(&ws);
+    let frames = ms.iter().all(|m| m.access.pfn);
+    for (i, p) in pages.iter().enumerate() {
+        let private = p.values().filter(|(anon, _)| *anon).count();
+        assert!(
+            private <= 2,
+            "worker {i}: {private} of {relro_len} RELRO pages are private copies"
+        );
+        let u = &ms[i].kinds[&SegmentKind::Relro];
+        assert!(u.anon <= 2 * page as u64, "worker {i}: {u:?}");
+        // (Shared_Dirty while the cache file's pages are not written back.)
+        assert!(
+            u.smaps.private_dirty <= 2 * page as u64
+                && u.smaps.shared_clean + u.smaps.shared_dirty >= 16 * page as u64,
+            "worker {i}: Shared_Clean instead of Private_Dirty: {:?}",
+            u.smaps
+        );
+    }
+    if frames {
+        // One physical frame per cached page, across the four workers.
+        let mut per_page: BTreeMap<usize, BTreeSet<u64>> = BTreeMap::new();
+        for p in &pages {
+            for (&addr, &(anon, pfn)) in p {
+                if !anon {
+                    per_page.entry(addr).or_default().insert(pfn.unwrap());
+                }
+            }
+        }
+        assert!(per_page.len() >= 16, "{} shared pages", per_page.len());
+        for (addr, pfns) in &per_page {
+            assert_eq!(pfns.len(), 1, "page {addr:#x} has frames {pfns:?}");
+        }
+    } else {
+        println!(
+            "frame numbers unreadable (not root): checked Shared_Clean and the exclusive bit only"
+        );
+        for (i, m) in ms.iter().enumerate() {
+            let shared = m
+                .pages
+                .iter()
+                .filter(|p| p.kind == SegmentKind::Relro && p.info.present() && !p.anonymous())
+                .filter(|p| !p.info.exclusive())
+                .count();
+            assert!(shared > 0, "worker {i}: no RELRO page mapped by others");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Concurrent first loads
+
+#[test]
+fn eight_concurrent_first_loads_are_safe() {
+    let _g = serial();
+    let cache = TempDir::new("concurrent");
+    let libs = TempDir::new("libs");
+    let lib = libs.path().join("libarith.so");
+    fs::copy(
+        PathBuf::from(env!("SOLOADER_TESTLIBS")).join("libarith.so"),
+        &lib,
+    )
+    .unwrap();
+    let call = |extra: &[&str]| {
+        let mut c = Command::new(SOLOADER);
+        c.arg("call")
+            .arg(&lib)
+            .args(extra)
+            .arg("--relocation-cache")
+            .arg(cache.path());
+        c
+    };
+    for round in 0..3 {
+        let children: Vec<Child> = (0..8)
+            .map(|_| {
+                call(&["strsum", "s:hello"])
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for c in children {
+            let out = c.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "round {round}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "532");
+        }
+        let names = cache.names();
+        assert_eq!(
+            names.len(),
+            1,
+            "round {round}: one file, no temporary left: {names:?}"
+        );
+        assert!(names[0].ends_with(".relcache"));
+        if round == 0 {
+            // Start again from nothing.
+            fs::remove_file(cache.path().join(&names[0])).unwrap();
+        }
+    }
+    // The file left behind is whole: the next load maps it.
+    let out = call(&["add", "2", "3", "--ret", "i32"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "5");
+    let trace = Command::new(SOLOADER)
+        .arg("trace")
+        .arg(&lib)
+        .arg("--relocation-cache")
+        .arg(cache.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&trace.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("relocation cache:") && l.contains(" hit ")),
+        "{text}"
+    );
+}
