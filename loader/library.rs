@@ -33,6 +33,7 @@ pub struct Options {
     pub(crate) check_only: bool,
     /// Relocation cache directory (`relcache`), if enabled.
     pub(crate) relocation_cache: Option<PathBuf>,
+    pub(crate) own_libstdcxx: bool,
 }
 
 impl Options {
@@ -75,6 +76,16 @@ impl Options {
     /// [`crate::check`] never uses the cache.
     pub fn relocation_cache(mut self, dir: impl Into<PathBuf>) -> Options {
         self.relocation_cache = Some(dir.into());
+        self
+    }
+
+    /// Load `libstdc++` with soloader when a library needs it and the host
+    /// process does not have it yet (by default it is the system loader's,
+    /// like the glibc family). Its `STB_GNU_UNIQUE` symbols are then
+    /// unified process-wide (the first definition wins, as in glibc), and
+    /// the objects that provide them are never unloaded.
+    pub fn load_libstdcxx(mut self, yes: bool) -> Options {
+        self.own_libstdcxx = yes;
         self
     }
 
@@ -184,6 +195,7 @@ impl Library {
             fail: options.fail.as_ref(),
             search: SearchConfig::new(options.library_path.as_deref()),
             relcache: relcache.as_ref(),
+            own_libstdcxx: options.own_libstdcxx,
         };
         let (root_path, file) = loader.find_root(name, caller)?;
         if noload {
@@ -426,6 +438,7 @@ pub fn find_library(name: &str, options: &Options) -> Result<PathBuf> {
         fail: None,
         search: SearchConfig::new(options.library_path.as_deref()),
         relcache: None,
+        own_libstdcxx: false,
     };
     loader.find_root(name, None).map(|(p, _)| p)
 }
@@ -706,6 +719,9 @@ fn sweep(guard: &Guard, tracer: &Tracer) {
             .filter(|e| {
                 e.opens > 0
                     || e.nodelete
+                    || e.obj
+                        .unique_holder
+                        .load(std::sync::atomic::Ordering::Acquire)
                     || e.obj.pins.load(std::sync::atomic::Ordering::Acquire) > 0
             })
             .map(|e| e.obj.clone())

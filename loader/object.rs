@@ -74,6 +74,9 @@ pub(crate) struct Object {
     /// Thread-exit destructors registered by this object that have not
     /// run yet: while non-zero the object stays mapped.
     pub pins: AtomicUsize,
+    /// It provides a process-wide `STB_GNU_UNIQUE` definition: never
+    /// unloaded (as in glibc).
+    pub unique_holder: AtomicBool,
     /// The path as a C string, for `dladdr` and `dl_iterate_phdr`.
     pub c_path: CString,
     /// The public part of a glibc `struct link_map`, for `dlinfo` and
@@ -206,6 +209,7 @@ impl Object {
             eh_frame: OnceLock::new(),
             eh_registered: AtomicBool::new(false),
             pins: AtomicUsize::new(0),
+            unique_holder: AtomicBool::new(false),
             c_path,
             link_map,
             debug: Mutex::new(None),

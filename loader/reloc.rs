@@ -690,6 +690,12 @@ impl Relocator<'_> {
                 version: version_name(),
             });
         };
+        // STB_GNU_UNIQUE: one definition per process, the first one seen.
+        if f.sym.st_info >> 4 == STB_GNU_UNIQUE && !f.is_tls() && !f.is_ifunc() {
+            let v = unique(name_bytes, &f);
+            self.emit_bind(i, f.module.provider(), v);
+            return Ok((Resolved::Value(v), Memo::Never));
+        }
         let resolved = if f.is_tls() {
             let t = match f.module {
                 Module::Loaded(o) => TlsTarget {
@@ -806,6 +812,28 @@ fn memo_put(key: MemoKey, memo: Vec<Memo>) {
         m.remove(0);
     }
     m.push((key, memo));
+}
+
+/// `STB_GNU_UNIQUE`, GNU's binding for C++ entities that must be one per
+/// process (template static members, inline variables).
+const STB_GNU_UNIQUE: u8 = 10;
+
+/// The process-wide table of `STB_GNU_UNIQUE` definitions (taken under the
+/// loader's lock): the first definition of a name wins, and the object
+/// holding it is never unloaded.
+static UNIQUE: std::sync::Mutex<Vec<(Box<[u8]>, usize)>> = std::sync::Mutex::new(Vec::new());
+
+fn unique(name: &[u8], f: &Found) -> usize {
+    let mut t = UNIQUE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, v)) = t.iter().find(|(n, _)| &n[..] == name) {
+        return *v;
+    }
+    let v = f.raw_addr();
+    if let Module::Loaded(o) = f.module {
+        o.unique_holder.store(true, Ordering::Release);
+    }
+    t.push((Box::from(name), v));
+    v
 }
 
 /// `*t += base`.

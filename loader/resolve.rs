@@ -35,6 +35,8 @@ pub(crate) struct Loader<'a> {
     pub search: SearchConfig,
     /// Relocation cache (opt-in, `relcache`): the checked directory, if any.
     pub relcache: Option<&'a crate::relcache::Dir>,
+    /// Load `libstdc++` with soloader when the host has none.
+    pub own_libstdcxx: bool,
 }
 
 struct Queued {
@@ -173,7 +175,8 @@ impl<'a> Loader<'a> {
         // The host's copy: always for the glibc family, and for anything
         // the host already has.
         let ix = host::index();
-        if host::is_host_family(name) || ix.by_name(name).is_some() {
+        let own = self.own_libstdcxx && name.starts_with("libstdc++.so");
+        if (host::is_host_family(name) && !own) || ix.by_name(name).is_some() {
             let (h, newly_loaded) = host::ensure_loaded(name)?;
             self.tracer.emit(|| Event::HostLibrary {
                 name: name.to_string(),
