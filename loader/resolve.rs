@@ -288,47 +288,33 @@ pub(crate) fn search_list(obj: &Arc<Object>) -> Vec<Dep> {
 /// that backwards (initialisation) order. For a diamond a→{b,c}, b→d, c→d
 /// it gives d, c, b, a, which is what glibc prints.
 pub(crate) fn init_order(root: &Arc<Object>, new: &[Arc<Object>]) -> Vec<Arc<Object>> {
-    fn dfs(o: &Arc<Object>, new: &[Arc<Object>], seen: &mut Vec<u64>, rpo: &mut Vec<Arc<Object>>) {
-        if seen.contains(&o.id) {
-            return;
-        }
-        seen.push(o.id);
-        for d in o.deps.get().map(|v| v.as_slice()).unwrap_or(&[]) {
-            if let Dep::Loaded(w) = d {
-                if let Some(dep) = w.upgrade() {
-                    if new.iter().any(|n| n.id == dep.id) {
-                        dfs(&dep, new, seen, rpo);
-                    }
-                }
-            }
-        }
-        // Built back to front: pushing here and reversing at the end is
-        // glibc's "*--rpo_head = map".
-        rpo.push(o.clone());
-    }
-    let mut rpo = Vec::with_capacity(new.len());
-    let mut seen = Vec::new();
-    for o in new.iter().rev() {
-        dfs(o, new, &mut seen, &mut rpo);
-    }
-    // `rpo` now holds glibc's sorted list reversed, i.e. the init order.
+    let mut order = post_order(new);
     // force_first: the root is initialised last.
-    if let Some(pos) = rpo.iter().position(|o| o.id == root.id) {
-        let r = rpo.remove(pos);
-        rpo.push(r);
+    if let Some(pos) = order.iter().position(|o| o.id == root.id) {
+        let r = order.remove(pos);
+        order.push(r);
     }
-    rpo
+    order
 }
 
 /// The order in which `objs` (given in load order) are finalised:
 /// dependents first, as glibc 2.36's `_dl_sort_maps` sorts for `dlclose`
-/// and `_dl_fini` — the same depth-first reverse post-order as
-/// [`init_order`], walked from the end of the list, but without moving the
-/// opened library, and run forwards. Where the opened library sits in a
-/// dependency cycle this is not the reverse of the initialisation order,
-/// exactly as in glibc.
+/// and `_dl_fini` — the same depth-first traversal as [`init_order`], but
+/// without moving the opened library, and run forwards. Where the opened
+/// library sits in a dependency cycle this is not the reverse of the
+/// initialisation order, exactly as in glibc.
 pub(crate) fn fini_order(objs: &[Arc<Object>]) -> Vec<Arc<Object>> {
-    fn dfs(o: &Arc<Object>, set: &[Arc<Object>], seen: &mut Vec<u64>, rpo: &mut Vec<Arc<Object>>) {
+    let mut order = post_order(objs);
+    order.reverse();
+    order
+}
+
+/// glibc's `_dl_sort_maps_dfs` walk over `objs`, from the end of the list,
+/// following `DT_NEEDED` edges within `objs`: each object after everything
+/// it depends on (glibc builds the same list back to front and reads it
+/// backwards for initialisers).
+fn post_order(objs: &[Arc<Object>]) -> Vec<Arc<Object>> {
+    fn dfs(o: &Arc<Object>, set: &[Arc<Object>], seen: &mut Vec<u64>, out: &mut Vec<Arc<Object>>) {
         if seen.contains(&o.id) {
             return;
         }
@@ -337,20 +323,19 @@ pub(crate) fn fini_order(objs: &[Arc<Object>]) -> Vec<Arc<Object>> {
             if let Dep::Loaded(w) = d {
                 if let Some(dep) = w.upgrade() {
                     if set.iter().any(|n| n.id == dep.id) {
-                        dfs(&dep, set, seen, rpo);
+                        dfs(&dep, set, seen, out);
                     }
                 }
             }
         }
-        rpo.push(o.clone());
+        out.push(o.clone());
     }
-    let mut rpo = Vec::with_capacity(objs.len());
+    let mut out = Vec::with_capacity(objs.len());
     let mut seen = Vec::new();
     for o in objs.iter().rev() {
-        dfs(o, objs, &mut seen, &mut rpo);
+        dfs(o, objs, &mut seen, &mut out);
     }
-    rpo.reverse();
-    rpo
+    out
 }
 
 /// Upgrades a weak dependency edge.
