@@ -8,7 +8,8 @@
 //! make private copies of); symbol, version, TLS and initialiser counts.
 
 use std::collections::BTreeSet;
-use std::fs::File;
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use goblin::elf::dynamic::tag_to_str;
@@ -119,11 +120,17 @@ fn prot_string(flags: u32) -> String {
 /// Reads and validates `path` and says what loading it will do.
 pub fn inspect(path: impl AsRef<Path>) -> Result<Inspection> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|e| Error::io(path, "open", e))?;
-    let size = file
-        .metadata()
-        .map_err(|e| Error::io(path, "fstat", e))?
-        .len();
+    // O_NONBLOCK: opening a FIFO must not wait for a writer.
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Error::io(path, "open", e))?;
+    let meta = file.metadata().map_err(|e| Error::io(path, "fstat", e))?;
+    if !meta.is_file() {
+        return Err(Error::malformed(path, "not a regular file", None));
+    }
+    let size = meta.len();
     if size == 0 {
         return Err(Error::malformed(path, "empty file", Some(0)));
     }

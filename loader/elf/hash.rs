@@ -121,9 +121,10 @@ impl<'a> HashTable<'a> {
                 hdr.get(2).unwrap_or(0),
                 hdr.get(3).unwrap_or(0),
             );
-            if nbuckets == 0 || bloom_size == 0 || !bloom_size.is_power_of_two() || shift >= 64 {
+            // The shift applies to the 32-bit hash (glibc's `l_gnu_shift`).
+            if nbuckets == 0 || bloom_size == 0 || !bloom_size.is_power_of_two() || shift >= 32 {
                 return Err(bad(
-                    "DT_GNU_HASH: zero buckets, a Bloom size that is not a power of two, or a shift of 64 or more",
+                    "DT_GNU_HASH: zero buckets, a Bloom size that is not a power of two, or a shift of 32 or more",
                     a,
                 ));
             }

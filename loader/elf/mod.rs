@@ -206,6 +206,18 @@ pub(crate) fn parse_plan(path: &Path, head: &[u8], file_size: u64) -> Result<Loa
                             at,
                         ));
                     }
+                    // Each segment is mapped over whole pages: one that
+                    // starts in the previous one's last page would replace
+                    // that page (with its own protection — a read-only one
+                    // would make relocation targets of a writable one fault).
+                    // No linker emits this; glibc maps it regardless.
+                    if page_down(ph.p_vaddr) < page_up(prev.vaddr + prev.memsz) {
+                        return Err(bad(
+                            "PT_LOAD starts in the last page of the previous PT_LOAD: \
+                             mapping it would replace part of that segment",
+                            at,
+                        ));
+                    }
                 }
                 loads.push(LoadSegment {
                     index: loads.len(),
