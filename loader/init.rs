@@ -93,6 +93,14 @@ pub(crate) fn check(obj: &Object) -> Result<()> {
     Ok(())
 }
 
+/// The exported function an initialiser or finaliser lies in, for the
+/// trace (static constructors usually have no dynamic symbol: `None`).
+fn function_at(obj: &Object, addr: usize) -> Option<String> {
+    obj.symbol_at(addr)
+        .filter(|&(_, _, a)| a == addr)
+        .map(|(_, n, _)| String::from_utf8_lossy(n).into_owned())
+}
+
 /// Runs the object's initialisers.
 pub(crate) fn run_init(obj: &Object, tracer: &Tracer) -> Result<()> {
     let fns = functions(obj, obj.dynamic.init, obj.tables.init_array, true)?;
@@ -105,6 +113,7 @@ pub(crate) fn run_init(obj: &Object, tracer: &Tracer) -> Result<()> {
             path: obj.path.clone(),
             kind: kind.clone(),
             addr: f,
+            function: function_at(obj, f),
         });
         // SAFETY: `f` lies in the object's code and the object is fully
         // relocated and protected; initialisers take (argc, argv, envp).
@@ -129,6 +138,7 @@ pub(crate) fn run_fini(obj: &Object, tracer: &Tracer) {
             path: obj.path.clone(),
             kind: kind.clone(),
             addr: f,
+            function: function_at(obj, f),
         });
         // SAFETY: `f` lies in the object's code; the object is still mapped.
         unsafe {

@@ -202,6 +202,9 @@ pub enum Event {
         kind: String,
         /// The function's address.
         addr: usize,
+        /// The nearest dynamic symbol at or below it (as `dladdr` finds
+        /// it), when there is one.
+        function: Option<String>,
     },
     /// A finaliser is about to be called.
     Fini {
@@ -211,6 +214,8 @@ pub enum Event {
         kind: String,
         /// The function's address.
         addr: usize,
+        /// The nearest dynamic symbol at or below it, when there is one.
+        function: Option<String>,
     },
     /// The library is loaded and ready.
     Loaded {

@@ -72,3 +72,29 @@ fn constructor_calls_back_into_the_loader() {
     );
     drop(l);
 }
+
+#[test]
+fn init_and_fini_events_name_their_functions() {
+    let sink = VecSink::new();
+    let l = Library::open_with(
+        lib("libinit.so"),
+        &Options::new().trace(Arc::new(sink.clone())),
+    )
+    .unwrap();
+    l.close().unwrap();
+    let events = sink.events();
+    let init = events.iter().find_map(|e| match e {
+        Event::Init { kind, function, .. } if kind == "DT_INIT" => Some(function.clone()),
+        _ => None,
+    });
+    let fini = events.iter().find_map(|e| match e {
+        Event::Fini { kind, function, .. } if kind == "DT_FINI" => Some(function.clone()),
+        _ => None,
+    });
+    assert_eq!(
+        init,
+        Some(Some("init_legacy".to_string())),
+        "found by soloader's address lookup"
+    );
+    assert_eq!(fini, Some(Some("fini_legacy".to_string())));
+}

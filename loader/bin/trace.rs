@@ -631,11 +631,21 @@ fn event_text(e: &Event, bases: &HashMap<PathBuf, usize>) -> String {
             addr + len,
             size(*len as u64)
         ),
-        Event::Init { path, kind, addr } => {
-            format!("calling init: {} {kind} at {addr:#x}", path.display())
+        Event::Init {
+            path,
+            kind,
+            addr,
+            function,
+        } => {
+            format!("calling init: {} {kind} at {addr:#x}{}", path.display(), named(function))
         }
-        Event::Fini { path, kind, addr } => {
-            format!("calling fini: {} {kind} at {addr:#x}", path.display())
+        Event::Fini {
+            path,
+            kind,
+            addr,
+            function,
+        } => {
+            format!("calling fini: {} {kind} at {addr:#x}{}", path.display(), named(function))
         }
         Event::Loaded { path, base } => {
             format!("loaded: {} at base {base:#x}", path.display())
@@ -684,6 +694,14 @@ fn faults_line(minor: u64, major: u64) -> String {
 }
 
 /// The human trace.
+/// " (name)" for an initialiser or finaliser with a dynamic symbol.
+fn named(function: &Option<String>) -> String {
+    function
+        .as_ref()
+        .map(|f| format!(" ({f})"))
+        .unwrap_or_default()
+}
+
 pub(crate) fn render(r: &Run) -> String {
     let mut o = String::new();
     // SAFETY: getpid has no preconditions.
@@ -882,17 +900,29 @@ fn event_json(e: &Event) -> Vec<(&'static str, Json)> {
             ("addr", Json::hex(*addr as u64)),
             ("len", Json::num(*len as u64)),
         ],
-        Event::Init { path, kind, addr } => vec![
+        Event::Init {
+            path,
+            kind,
+            addr,
+            function,
+        } => vec![
             ("event", Json::str("init")),
             ("path", p(path)),
             ("kind", Json::str(kind)),
             ("addr", Json::hex(*addr as u64)),
+            ("function", Json::opt_str(function.as_deref())),
         ],
-        Event::Fini { path, kind, addr } => vec![
+        Event::Fini {
+            path,
+            kind,
+            addr,
+            function,
+        } => vec![
             ("event", Json::str("fini")),
             ("path", p(path)),
             ("kind", Json::str(kind)),
             ("addr", Json::hex(*addr as u64)),
+            ("function", Json::opt_str(function.as_deref())),
         ],
         Event::Loaded { path, base } => vec![
             ("event", Json::str("loaded")),

@@ -201,7 +201,9 @@ pub fn inits(events: &[Event]) -> Vec<(PathBuf, String, usize)> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Init { path, kind, addr } => Some((path.clone(), kind.clone(), *addr)),
+            Event::Init {
+                path, kind, addr, ..
+            } => Some((path.clone(), kind.clone(), *addr)),
             _ => None,
         })
         .collect()
@@ -212,7 +214,9 @@ pub fn finis(events: &[Event]) -> Vec<(PathBuf, String, usize)> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Fini { path, kind, addr } => Some((path.clone(), kind.clone(), *addr)),
+            Event::Fini {
+                path, kind, addr, ..
+            } => Some((path.clone(), kind.clone(), *addr)),
             _ => None,
         })
         .collect()
