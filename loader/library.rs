@@ -719,9 +719,7 @@ fn sweep(guard: &Guard, tracer: &Tracer) {
             .filter(|e| {
                 e.opens > 0
                     || e.nodelete
-                    || e.obj
-                        .unique_holder
-                        .load(std::sync::atomic::Ordering::Acquire)
+                    || crate::reloc::unique_held(e.obj.id)
                     || e.obj.pins.load(std::sync::atomic::Ordering::Acquire) > 0
             })
             .map(|e| e.obj.clone())

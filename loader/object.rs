@@ -39,9 +39,9 @@ pub(crate) struct Object {
     pub path: PathBuf,
     /// `(st_dev, st_ino)`: the identity used to load each file once.
     pub file_id: (u64, u64),
-    /// `(st_size, st_mtime, st_mtime_nsec)`: with `file_id`, says whether
+    /// `(st_size, st_mtime, st_mtime_nsec, st_ctime, st_ctime_nsec)`: with `file_id`, says whether
     /// the file is the one a cached resolution was made for.
-    pub stamp: (u64, i64, i64),
+    pub stamp: (u64, i64, i64, i64, i64),
     /// Where it is.
     pub mapping: Mapping,
     /// What the program headers said.
@@ -74,9 +74,6 @@ pub(crate) struct Object {
     /// Thread-exit destructors registered by this object that have not
     /// run yet: while non-zero the object stays mapped.
     pub pins: AtomicUsize,
-    /// It provides a process-wide `STB_GNU_UNIQUE` definition: never
-    /// unloaded (as in glibc).
-    pub unique_holder: AtomicBool,
     /// The path as a C string, for `dladdr` and `dl_iterate_phdr`.
     pub c_path: CString,
     /// The public part of a glibc `struct link_map`, for `dlinfo` and
@@ -116,8 +113,9 @@ pub(crate) struct FileInfo {
     pub id: (u64, u64),
     /// `st_size`.
     pub size: u64,
-    /// `(st_size, st_mtime, st_mtime_nsec)`.
-    pub stamp: (u64, i64, i64),
+    /// `(st_size, st_mtime, st_mtime_nsec, st_ctime, st_ctime_nsec)`: a file
+    /// rewritten in place with its mtime restored still changes ctime.
+    pub stamp: (u64, i64, i64, i64, i64),
 }
 
 impl Object {
@@ -130,7 +128,13 @@ impl Object {
         let info = FileInfo {
             id: (m.dev(), m.ino()),
             size: m.size(),
-            stamp: (m.size(), m.mtime(), m.mtime_nsec()),
+            stamp: (
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            ),
         };
         Ok((f, info))
     }
@@ -209,7 +213,6 @@ impl Object {
             eh_frame: OnceLock::new(),
             eh_registered: AtomicBool::new(false),
             pins: AtomicUsize::new(0),
-            unique_holder: AtomicBool::new(false),
             c_path,
             link_map,
             debug: Mutex::new(None),
@@ -355,6 +358,7 @@ impl Object {
                 crate::unwind::deregister(eh);
             }
             drop(self.debug.lock().unwrap_or_else(|e| e.into_inner()).take());
+            crate::reloc::forget_unique(self.id);
             sys.munmap(self.mapping.start, self.mapping.len, "unload");
             if let Some(p) = &self.relcache {
                 p.release(sys);

@@ -692,7 +692,7 @@ impl Relocator<'_> {
         };
         // STB_GNU_UNIQUE: one definition per process, the first one seen.
         if f.sym.st_info >> 4 == STB_GNU_UNIQUE && !f.is_tls() && !f.is_ifunc() {
-            let v = unique(name_bytes, &f);
+            let v = unique(name_bytes, &f, obj);
             self.emit_bind(i, f.module.provider(), v);
             return Ok((Resolved::Value(v), Memo::Never));
         }
@@ -778,7 +778,7 @@ enum Memo {
 enum ScopeId {
     /// A host object: where it is and how many symbols it has.
     Host(usize, usize),
-    File((u64, u64), (u64, i64, i64)),
+    File((u64, u64), (u64, i64, i64, i64, i64)),
 }
 
 /// When remembered resolutions apply: same file (device, inode, size,
@@ -786,7 +786,7 @@ enum ScopeId {
 /// with the same identity), in the same order.
 #[derive(Clone, PartialEq, Eq)]
 struct MemoKey {
-    object: ((u64, u64), (u64, i64, i64)),
+    object: ((u64, u64), (u64, i64, i64, i64, i64)),
     scope: Vec<ScopeId>,
 }
 
@@ -818,22 +818,65 @@ fn memo_put(key: MemoKey, memo: Vec<Memo>) {
 /// process (template static members, inline variables).
 const STB_GNU_UNIQUE: u8 = 10;
 
-/// The process-wide table of `STB_GNU_UNIQUE` definitions (taken under the
-/// loader's lock): the first definition of a name wins, and the object
-/// holding it is never unloaded.
-static UNIQUE: std::sync::Mutex<Vec<(Box<[u8]>, usize)>> = std::sync::Mutex::new(Vec::new());
+/// One process-wide `STB_GNU_UNIQUE` definition: its address, and the id
+/// of the soloader library that provides it (none for the host's).
+struct UniqueDef {
+    name: Box<[u8]>,
+    addr: usize,
+    owner: Option<u64>,
+}
 
-fn unique(name: &[u8], f: &Found) -> usize {
-    let mut t = UNIQUE.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, v)) = t.iter().find(|(n, _)| &n[..] == name) {
-        return *v;
+/// The process-wide table of `STB_GNU_UNIQUE` definitions, and the
+/// libraries whose definitions other objects bound to (taken under the
+/// loader's lock): the first definition of a name wins.
+static UNIQUE: std::sync::Mutex<(Vec<UniqueDef>, Vec<u64>)> =
+    std::sync::Mutex::new((Vec::new(), Vec::new()));
+
+/// The address every reference to unique symbol `name` binds to. A library
+/// whose definition another object comes to use is never unloaded (glibc
+/// makes every library with a unique definition NODELETE; soloader only
+/// those another object really binds to, so that a C++ library used alone
+/// still unloads, its entries leaving the table with it).
+fn unique(name: &[u8], f: &Found, requester: &Object) -> usize {
+    let mut guard = UNIQUE.lock().unwrap_or_else(|e| e.into_inner());
+    let (table, held) = &mut *guard;
+    let (addr, owner) = match table.iter().find(|d| &d.name[..] == name) {
+        Some(d) => (d.addr, d.owner),
+        None => {
+            let owner = match f.module {
+                Module::Loaded(o) => Some(o.id),
+                Module::Host(_) => None,
+            };
+            table.push(UniqueDef {
+                name: Box::from(name),
+                addr: f.raw_addr(),
+                owner,
+            });
+            (f.raw_addr(), owner)
+        }
+    };
+    if let Some(id) = owner {
+        if id != requester.id && !held.contains(&id) {
+            held.push(id);
+        }
     }
-    let v = f.raw_addr();
-    if let Module::Loaded(o) = f.module {
-        o.unique_holder.store(true, Ordering::Release);
-    }
-    t.push((Box::from(name), v));
-    v
+    addr
+}
+
+/// Whether another object binds to one of `object`'s unique definitions
+/// (then it must never be unloaded).
+pub(crate) fn unique_held(object: u64) -> bool {
+    UNIQUE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .1
+        .contains(&object)
+}
+
+/// Removes the unique definitions of an object being unloaded.
+pub(crate) fn forget_unique(object: u64) {
+    let mut guard = UNIQUE.lock().unwrap_or_else(|e| e.into_inner());
+    guard.0.retain(|d| d.owner != Some(object));
 }
 
 /// `*t += base`.
