@@ -773,12 +773,15 @@ enum Memo {
     Never,
 }
 
+/// A file's `(size, mtime, mtime_nsec, ctime, ctime_nsec)`.
+type Stamp = (u64, i64, i64, i64, i64);
+
 /// Identity of a module in a scope.
 #[derive(Clone, PartialEq, Eq)]
 enum ScopeId {
     /// A host object: where it is and how many symbols it has.
     Host(usize, usize),
-    File((u64, u64), (u64, i64, i64, i64, i64)),
+    File((u64, u64), Stamp),
 }
 
 /// When remembered resolutions apply: same file (device, inode, size,
@@ -786,7 +789,7 @@ enum ScopeId {
 /// with the same identity), in the same order.
 #[derive(Clone, PartialEq, Eq)]
 struct MemoKey {
-    object: ((u64, u64), (u64, i64, i64, i64, i64)),
+    object: ((u64, u64), Stamp),
     scope: Vec<ScopeId>,
 }
 
