@@ -11,8 +11,16 @@ fn lib(name: &str) -> PathBuf {
     PathBuf::from(env!("SOLOADER_TESTLIBS")).join(name)
 }
 
+/// The two tests must not overlap: the first calls the system loader's
+/// dlopen directly, and a fork while another thread is inside glibc's
+/// loader leaves glibc's own lock held in the child (POSIX allows only
+/// async-signal-safe calls there). What the fork test checks is soloader's
+/// lock, not glibc's.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn binds_to_a_library_the_host_loaded_later() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Build the host index first, with a load that does not involve dup_b.
     drop(Library::open(lib("libarith.so")).unwrap());
     // Now the system loader brings in libdup_b.so.
@@ -51,6 +59,7 @@ fn binds_to_a_library_the_host_loaded_later() {
 
 #[test]
 fn fork_while_other_threads_load() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let s = stop.clone();
     let loader = std::thread::spawn(move || {
