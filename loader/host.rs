@@ -65,13 +65,19 @@ pub(crate) struct HostIndex {
     subs: u64,
 }
 
+impl HostObject {
+    /// Whether a `DT_NEEDED` `name` means this object: its `DT_SONAME` or
+    /// its file name.
+    fn is_named(&self, name: &str) -> bool {
+        self.soname.as_deref() == Some(name)
+            || Path::new(&self.name).file_name().is_some_and(|f| f == name)
+    }
+}
+
 impl HostIndex {
     /// The host object whose `DT_SONAME` or file name is `name`.
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<HostObject>> {
-        self.objects.iter().find(|o| {
-            o.soname.as_deref() == Some(name)
-                || Path::new(&o.name).file_name().is_some_and(|f| f == name)
-        })
+        self.objects.iter().find(|o| o.is_named(name))
     }
 }
 
@@ -225,12 +231,7 @@ fn global_scope(objects: &[Arc<HostObject>]) -> Vec<Arc<HostObject>> {
     let mut i = 0;
     while i < out.len() {
         for n in out[i].needed.clone() {
-            let found = objects.iter().find(|o| {
-                o.soname.as_deref() == Some(n.as_str())
-                    || Path::new(&o.name)
-                        .file_name()
-                        .is_some_and(|f| f == n.as_str())
-            });
+            let found = objects.iter().find(|o| o.is_named(&n));
             if let Some(o) = found {
                 if !out.iter().any(|x| Arc::ptr_eq(x, o)) {
                     out.push(o.clone());
