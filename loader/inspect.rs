@@ -16,7 +16,9 @@ use goblin::elf::dynamic::tag_to_str;
 use goblin::elf::program_header::{PF_R, PF_W, PF_X};
 
 use crate::arch;
-use crate::elf::dynamic::{DynInfo, RelocTable, Tables};
+use crate::elf::dynamic::{
+    relr_offsets, DynInfo, RelocTable, Tables, DT_RELR, DT_RELRENT, DT_RELRSZ,
+};
 use crate::elf::{self, page_down, page_up, View};
 use crate::error::{Error, Result};
 
@@ -201,23 +203,8 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Inspection> {
             }
         }
     };
-    let mut next = 0u64;
-    for word in t.relr.iter() {
-        if word & 1 == 0 {
-            add(arch::RELR_NAME, word);
-            next = word.wrapping_add(8);
-        } else {
-            let mut bits = word >> 1;
-            let mut at = next;
-            while bits != 0 {
-                if bits & 1 == 1 {
-                    add(arch::RELR_NAME, at);
-                }
-                bits >>= 1;
-                at = at.wrapping_add(8);
-            }
-            next = next.wrapping_add(63 * 8);
-        }
+    for at in relr_offsets(t.relr) {
+        add(arch::RELR_NAME, at);
     }
     for table in &t.relocs {
         let entries: Vec<(u64, u64)> = match table {
@@ -261,9 +248,9 @@ pub fn inspect(path: impl AsRef<Path>) -> Result<Inspection> {
             .map(|&(tag, v)| {
                 let name = match tag_to_str(tag) {
                     "UNKNOWN_TAG" => match tag {
-                        35 => "DT_RELRSZ".to_string(),
-                        36 => "DT_RELR".to_string(),
-                        37 => "DT_RELRENT".to_string(),
+                        DT_RELRSZ => "DT_RELRSZ".to_string(),
+                        DT_RELR => "DT_RELR".to_string(),
+                        DT_RELRENT => "DT_RELRENT".to_string(),
                         _ => format!("{tag:#x}"),
                     },
                     n => n.to_string(),

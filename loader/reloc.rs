@@ -17,7 +17,7 @@ use goblin::elf::program_header::PF_W;
 use goblin::elf::sym::{STB_LOCAL, STB_WEAK, STV_DEFAULT};
 
 use crate::arch::{self, RelocKind};
-use crate::elf::dynamic::RelocTable;
+use crate::elf::dynamic::{relr_offsets, RelocTable};
 use crate::elf::hash::{Name, VersionReq};
 use crate::elf::page_size;
 use crate::error::{Error, Result};
@@ -133,39 +133,16 @@ impl Relocator<'_> {
         let base = obj.mapping.base;
 
         // DT_RELR: packed relative relocations.
-        let mut next: u64 = 0;
-        for word in obj.tables.relr.iter() {
-            if word & 1 == 0 {
-                let t = target(word)?;
-                if !self.cached(t) {
-                    // SAFETY: `t` is 8 bytes inside a writable segment of
-                    // this object (checked by `target`).
-                    unsafe { add_base(t, base) };
-                    self.note_relr(t);
-                    if let Some(s) = &mut stats {
-                        s.add(arch::RELR_NAME, t);
-                    }
+        for at in relr_offsets(obj.tables.relr) {
+            let t = target(at)?;
+            if !self.cached(t) {
+                // SAFETY: `t` is 8 bytes inside a writable segment of this
+                // object (checked by `target`).
+                unsafe { add_base(t, base) };
+                self.note_relr(t);
+                if let Some(s) = &mut stats {
+                    s.add(arch::RELR_NAME, t);
                 }
-                next = word.wrapping_add(8);
-            } else {
-                let mut bits = word >> 1;
-                let mut at = next;
-                while bits != 0 {
-                    if bits & 1 == 1 {
-                        let t = target(at)?;
-                        if !self.cached(t) {
-                            // SAFETY: as above.
-                            unsafe { add_base(t, base) };
-                            self.note_relr(t);
-                            if let Some(s) = &mut stats {
-                                s.add(arch::RELR_NAME, t);
-                            }
-                        }
-                    }
-                    bits >>= 1;
-                    at = at.wrapping_add(8);
-                }
-                next = next.wrapping_add(63 * 8);
             }
         }
 

@@ -413,6 +413,27 @@ fn array(
     }
 }
 
+/// The addresses `DT_RELR` words relocate: an even word is an address
+/// (and the next one follows it); an odd word is a bitmap of the 63 words
+/// after the last address covered.
+pub(crate) fn relr_offsets(words: Table<'_, u64>) -> impl Iterator<Item = u64> + '_ {
+    let mut next = 0u64;
+    words.iter().flat_map(move |word| {
+        let (start, bits) = if word & 1 == 0 {
+            next = word.wrapping_add(8);
+            (word, 1u64)
+        } else {
+            let start = next;
+            next = next.wrapping_add(63 * 8);
+            (start, word >> 1)
+        };
+        (0..64u64)
+            .take_while(move |i| bits >> i != 0)
+            .filter(move |i| (bits >> i) & 1 == 1)
+            .map(move |i| start.wrapping_add(8 * i))
+    })
+}
+
 /// The NUL-terminated string at `off` in `strtab`, without the NUL.
 #[inline]
 pub(crate) fn cstr_at(strtab: &[u8], off: u64) -> Option<&[u8]> {
