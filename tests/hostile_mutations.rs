@@ -54,7 +54,8 @@ const HANG: Duration = Duration::from_secs(5);
 /// Mutants run through the CLI.
 const CLI_SAMPLE: usize = 200;
 
-/// In-process tests of this binary assert on the process's mappings: one
+/// In-process tests of this binary assert on the process's mappings and
+/// descriptor count, and the CLI tests open pipes to their children: one
 /// at a time.
 static IN_PROCESS: Mutex<()> = Mutex::new(());
 
@@ -719,6 +720,7 @@ fn cli(args: &[&std::ffi::OsStr], out_dir: &Path) -> Result<(i32, String, String
 
 #[test]
 fn a_sample_of_mutants_through_the_cli() {
+    let _g = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
     let t0 = Instant::now();
     let sources = sources();
     let all = mutants(&sources);
@@ -841,6 +843,7 @@ fn regression_inputs() {
 /// sparse file is a valid library: status 0).
 #[test]
 fn files_that_are_not_libraries() {
+    let _g = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("not-libraries");
     let fifo = dir.join("fifo.so");
     let c = std::ffi::CString::new(fifo.to_string_lossy().as_bytes()).unwrap();
@@ -891,6 +894,7 @@ fn files_that_are_not_libraries() {
 /// error; `--json` either way.
 #[test]
 fn the_check_command() {
+    let _g = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = TempDir::new("check-cli");
     let run = |args: &[&str]| {
         let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_ref()).collect();
