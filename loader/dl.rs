@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::elf::hash::{sysv_hash, Name, VersionReq};
 use crate::library::{Library, Options};
-use crate::object::{Dep, Found, Module, Object, Scope};
+use crate::object::{Found, Held, Module, Object, Scope};
 
 /// soloader's implementation of an import, if it provides one.
 pub(crate) fn provided(name: &[u8]) -> Option<usize> {
@@ -197,42 +197,27 @@ fn lookup(
             }
         }
         let host = crate::host::index();
-        let mut modules: Vec<Module> = Vec::new();
-        let list: Vec<Arc<Object>>;
-        let hosts: Vec<Arc<crate::host::HostObject>>;
-        match &caller_obj {
-            Some(c) => {
-                let deps = c.search_list.get().cloned().unwrap_or_default();
-                list = deps
-                    .iter()
-                    .filter_map(|d| match d {
-                        Dep::Loaded(w) => crate::resolve::live(w),
-                        Dep::Host(_) => None,
-                    })
-                    .collect();
-                hosts = deps
-                    .iter()
-                    .filter_map(|d| match d {
-                        Dep::Host(h) => Some(h.clone()),
-                        Dep::Loaded(_) => None,
-                    })
-                    .collect();
-            }
-            None => {
-                list = Vec::new();
-                hosts = Vec::new();
-            }
-        }
-        if next {
+        let held = caller_obj
+            .as_ref()
+            .and_then(|c| c.search_list.get())
+            .map(|l| Held::all(l))
+            .unwrap_or_default();
+        let loaded = held
+            .iter()
+            .filter(|h| matches!(h, Held::Loaded(_)))
+            .map(Held::module);
+        let hosts = held
+            .iter()
+            .filter(|h| matches!(h, Held::Host(_)))
+            .map(Held::module);
+        let global = host.global.iter().map(|h| Module::Host(h));
+        let modules: Vec<Module> = if next {
             // RTLD_NEXT: what comes after the caller in its own search
             // order, then the global scope.
-            modules.extend(list.iter().skip(1).map(|o| Module::Loaded(o)));
-            modules.extend(hosts.iter().map(|h| Module::Host(h)));
-            modules.extend(host.global.iter().map(|h| Module::Host(h)));
+            loaded.skip(1).chain(hosts).chain(global).collect()
         } else {
-            modules.extend(host.global.iter().map(|h| Module::Host(h)));
-            modules.extend(list.iter().map(|o| Module::Loaded(o)));
-        }
+            global.chain(loaded).collect()
+        };
         let scope = Scope { modules };
         value_of(scope.lookup(&hashed, req.as_ref()), &requester, n)
     } else if is_ours(handle) {

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::host;
 use crate::init;
 use crate::map::{FailPoint, Sys, Syscall};
-use crate::object::{Dep, Found, Module, Object, Scope};
+use crate::object::{Dep, Found, Held, Module, Object, Scope};
 use crate::registry::{self, Entry, Guard};
 use crate::reloc::Relocator;
 use crate::resolve::{self, Loader, Tree};
@@ -536,26 +536,20 @@ fn find(obj: &Arc<Object>, name: &Name, version: Option<&VersionReq>) -> Option<
 /// the libraries runs here except IFUNC resolvers.
 fn link(loader: &Loader, tree: &Tree, order: &[Arc<Object>], run_code: bool) -> Result<()> {
     let host = host::index();
-    let list: Vec<Dep> = tree.root.search_list.get().cloned().unwrap_or_default();
-    let loaded: Vec<Arc<Object>> = list
+    // The global scope, then the root's breadth-first search list.
+    let held = Held::all(
+        tree.root
+            .search_list
+            .get()
+            .map(|l| l.as_slice())
+            .unwrap_or(&[]),
+    );
+    let modules = host
+        .global
         .iter()
-        .filter_map(|d| match d {
-            Dep::Loaded(w) => resolve::live(w),
-            Dep::Host(_) => None,
-        })
+        .map(|h| Module::Host(h))
+        .chain(held.iter().map(Held::module))
         .collect();
-    let mut modules: Vec<Module> = host.global.iter().map(|h| Module::Host(h)).collect();
-    let mut li = loaded.iter();
-    for d in &list {
-        match d {
-            Dep::Loaded(_) => {
-                if let Some(o) = li.next() {
-                    modules.push(Module::Loaded(o));
-                }
-            }
-            Dep::Host(h) => modules.push(Module::Host(h)),
-        }
-    }
     let scope = Scope { modules };
     // Relocation cache (opt-in): the scope's fingerprint, once per link.
     let fingerprint = loader

@@ -430,6 +430,36 @@ pub(crate) fn read_plan(path: &Path, file: &File, size: u64) -> Result<LoadPlan>
     elf::parse_plan(path, &head, size)
 }
 
+/// A search-list entry made strong for the length of a lookup: loaded
+/// objects upgraded (those already unloaded left out), host objects as
+/// they are.
+pub(crate) enum Held {
+    /// Loaded by soloader.
+    Loaded(Arc<Object>),
+    /// The system loader's.
+    Host(Arc<HostObject>),
+}
+
+impl Held {
+    /// The live entries of `list`, in order.
+    pub(crate) fn all(list: &[Dep]) -> Vec<Held> {
+        list.iter()
+            .filter_map(|d| match d {
+                Dep::Loaded(w) => crate::resolve::live(w).map(Held::Loaded),
+                Dep::Host(h) => Some(Held::Host(h.clone())),
+            })
+            .collect()
+    }
+
+    /// As a scope module.
+    pub(crate) fn module(&self) -> Module<'_> {
+        match self {
+            Held::Loaded(o) => Module::Loaded(o),
+            Held::Host(h) => Module::Host(h),
+        }
+    }
+}
+
 /// A module in a lookup scope.
 #[derive(Clone, Copy)]
 pub(crate) enum Module<'s> {
