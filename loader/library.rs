@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use crate::elf::hash::{sysv_hash, Name, VersionReq};
+use crate::elf::hash::{sysv_hash, Name, SymTab, VersionReq};
 use crate::elf::page_down;
 use crate::error::{Error, Result};
 use crate::host;
@@ -249,6 +249,7 @@ impl Library {
         })
     }
 
+    #[inline]
     fn obj(&self) -> &Arc<Object> {
         // SAFETY-free invariant: `obj` is only None inside close/drop.
         match &self.obj {
@@ -283,6 +284,7 @@ impl Library {
         unsafe { self.lookup(name, Some(version)) }
     }
 
+    #[inline]
     unsafe fn lookup<T: Copy>(&self, name: &str, version: Option<&str>) -> Result<Symbol<'_, T>> {
         let obj = self.obj();
         if std::mem::size_of::<T>() != std::mem::size_of::<usize>() {
@@ -298,12 +300,22 @@ impl Library {
             hash: sysv_hash(v.as_bytes()),
             hidden: false,
         });
-        let n = Name::new(name.as_bytes());
-        let addr = find(obj, &n, req.as_ref()).ok_or_else(|| Error::SymbolNotFound {
-            path: obj.path.clone(),
-            symbol: name.to_string(),
-            version: version.map(str::to_string),
-        })??;
+        // The common case first: a plain definition in the library
+        // itself, from its name index.
+        let indexed = match version {
+            None => obj.indexed_value(name.as_bytes()),
+            Some(_) => None,
+        };
+        let addr = match indexed {
+            Some(a) => a,
+            None => find(obj, name.as_bytes(), req.as_ref()).ok_or_else(|| {
+                Error::SymbolNotFound {
+                    path: obj.path.clone(),
+                    symbol: name.to_string(),
+                    version: version.map(str::to_string),
+                }
+            })??,
+        };
         // SAFETY: T is pointer-sized (checked); the caller promises it is
         // the symbol's type.
         let value: T = unsafe { std::mem::transmute_copy(&addr) };
@@ -479,7 +491,7 @@ pub(crate) fn find_in(
     name: &Name,
     version: Option<&VersionReq>,
 ) -> Option<Result<usize>> {
-    find(lib.obj(), name, version)
+    find(lib.obj(), name.bytes, version)
 }
 
 /// Every object soloader has loaded, in load order.
@@ -494,36 +506,42 @@ pub(crate) fn loaded_objects() -> Vec<Arc<Object>> {
 }
 
 /// Looks `name` up along `obj`'s breadth-first search list.
-fn find(obj: &Arc<Object>, name: &Name, version: Option<&VersionReq>) -> Option<Result<usize>> {
+fn find(obj: &Arc<Object>, name: &[u8], version: Option<&VersionReq>) -> Option<Result<usize>> {
+    // Hashed for the ELF hash tables only when one is consulted.
+    let hashed = Name::new(name);
+    // One table's definition: an unversioned lookup goes through the
+    // table's name index once lookups repeat.
+    let in_table = |st: &SymTab| match version {
+        None => st.lookup_unversioned(name),
+        Some(_) => st.lookup(&hashed, version),
+    };
     // The object itself first, without going through its weak edge.
-    if let Some((_, sym)) = obj.tables.symtab.lookup(name, version) {
+    if let Some((_, sym)) = in_table(&obj.tables.symtab) {
         let f = Found {
             module: Module::Loaded(obj),
             sym,
         };
-        return Some(f.value(&obj.path, name.bytes));
+        return Some(f.value(&obj.path, name));
     }
     for d in obj.search_list.get()?.iter().skip(1) {
         let found = match d {
             Dep::Loaded(w) => {
                 let Some(o) = resolve::live(w) else { continue };
-                o.tables
-                    .symtab
-                    .lookup(name, version)
-                    .map(|(_, sym)| Found {
+                in_table(&o.tables.symtab).map(|(_, sym)| {
+                    Found {
                         module: Module::Loaded(&o),
                         sym,
-                    })
-                    .map(|f| f.value(&obj.path, name.bytes))
+                    }
+                    .value(&obj.path, name)
+                })
             }
-            Dep::Host(h) => h
-                .symtab
-                .lookup(name, version)
-                .map(|(_, sym)| Found {
+            Dep::Host(h) => in_table(&h.symtab).map(|(_, sym)| {
+                Found {
                     module: Module::Host(h),
                     sym,
-                })
-                .map(|f| f.value(&obj.path, name.bytes)),
+                }
+                .value(&obj.path, name)
+            }),
         };
         if found.is_some() {
             return found;

@@ -249,6 +249,17 @@ impl Object {
         })
     }
 
+    /// The address of this object's own plain definition of `name` (a
+    /// function or data object: no IFUNC, no TLS), answered from the name
+    /// index alone; `None` when there is no index yet, no such definition,
+    /// or one that needs the general path.
+    #[inline]
+    pub(crate) fn indexed_value(&self, name: &[u8]) -> Option<usize> {
+        let hit = self.tables.symtab.indexed(name)?;
+        hit.plain
+            .then(|| self.mapping.base.wrapping_add(hit.value as usize))
+    }
+
     /// Runtime address of link-time `vaddr`.
     #[inline]
     pub(crate) fn addr(&self, vaddr: u64) -> usize {

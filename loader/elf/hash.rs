@@ -10,6 +10,7 @@ use goblin::elf::sym::{
 use goblin::elf64::sym::Sym;
 
 use super::dynamic::cstr_at;
+use super::index::{Hit, LazyIndex};
 use super::versions::VersionTable;
 use super::view::{Table, View};
 use crate::error::{Error, Result};
@@ -17,12 +18,36 @@ use crate::error::{Error, Result};
 const SHN_UNDEF: u16 = 0;
 const SHN_ABS: u16 = 0xfff1;
 
-/// The GNU hash of a name (djb2, 32-bit).
+/// The GNU hash of a name (djb2, 32-bit): `h = h * 33 + c` from 5381.
+///
+/// Computed eight bytes a step as `h * 33⁸ + Σ cᵢ * 33⁷⁻ⁱ` (all mod 2³²):
+/// the eight products do not depend on each other, so the step costs one
+/// multiply of latency instead of eight — the hash is most of the cost of
+/// looking up a long name.
 #[inline]
 pub(crate) fn gnu_hash(name: &[u8]) -> u32 {
-    name.iter().fold(5381u32, |h, &c| {
-        h.wrapping_mul(33).wrapping_add(u32::from(c))
-    })
+    const P: [u32; 9] = {
+        let mut p = [1u32; 9];
+        let mut i = 1;
+        while i < 9 {
+            p[i] = p[i - 1].wrapping_mul(33);
+            i += 1;
+        }
+        p
+    };
+    let mut h = 5381u32;
+    let mut chunks = name.chunks_exact(8);
+    for c in &mut chunks {
+        let mut sum = 0u32;
+        for (k, &b) in c.iter().enumerate() {
+            sum = sum.wrapping_add(u32::from(b).wrapping_mul(P[7 - k]));
+        }
+        h = h.wrapping_mul(P[8]).wrapping_add(sum);
+    }
+    chunks
+        .remainder()
+        .iter()
+        .fold(h, |h, &c| h.wrapping_mul(33).wrapping_add(u32::from(c)))
 }
 
 /// The SysV ELF hash of a name.
@@ -40,15 +65,29 @@ pub(crate) fn sysv_hash(name: &[u8]) -> u32 {
     h
 }
 
-/// A symbol name with its hashes computed once for a whole scope walk.
+/// A symbol name with its hashes computed once for a whole scope walk,
+/// each on first use.
 pub(crate) struct Name<'n> {
     pub bytes: &'n [u8],
-    pub gnu: u32,
+    gnu: std::cell::Cell<Option<u32>>,
     sysv: std::cell::Cell<Option<u32>>,
 }
 
 impl<'n> Name<'n> {
-    /// Hashes `bytes`.
+    /// The GNU hash, computed on first use: a lookup answered by a name
+    /// index never needs it.
+    #[inline]
+    pub(crate) fn gnu(&self) -> u32 {
+        match self.gnu.get() {
+            Some(h) => h,
+            None => {
+                let h = gnu_hash(self.bytes);
+                self.gnu.set(Some(h));
+                h
+            }
+        }
+    }
+
     /// The SysV hash, computed on first use: only objects without a GNU
     /// hash table need it.
     #[inline]
@@ -63,10 +102,11 @@ impl<'n> Name<'n> {
         }
     }
 
+    /// A name to look up (nothing is hashed yet).
     pub(crate) fn new(bytes: &'n [u8]) -> Name<'n> {
         Name {
             bytes,
-            gnu: gnu_hash(bytes),
+            gnu: std::cell::Cell::new(None),
             sysv: std::cell::Cell::new(None),
         }
     }
@@ -258,6 +298,8 @@ pub(crate) struct SymTab<'a> {
     versym: Option<Table<'a, u16>>,
     /// Version index → (name, hash) of the versions this object defines.
     defs: Vec<Option<(Box<[u8]>, u32)>>,
+    /// For repeated unversioned lookups by name.
+    index: LazyIndex,
 }
 
 impl<'a> SymTab<'a> {
@@ -274,6 +316,7 @@ impl<'a> SymTab<'a> {
             hash,
             versym,
             defs: versions.definitions(),
+            index: LazyIndex::default(),
         }
     }
 
@@ -296,13 +339,34 @@ impl<'a> SymTab<'a> {
     /// The name of a symbol (empty if its offset is bad).
     #[inline]
     pub(crate) fn name(&self, sym: &Sym) -> &'a [u8] {
-        cstr_at(self.strtab, u64::from(sym.st_name)).unwrap_or(&[])
+        self.name_at(sym.st_name)
     }
 
     /// The raw `VERSYM` entry of symbol `i` (1 = global when absent).
     #[inline]
     pub(crate) fn versym(&self, i: usize) -> u16 {
         self.versym.and_then(|v| v.get(i)).unwrap_or(1)
+    }
+
+    /// The definition an unversioned lookup of `name` finds, from the name
+    /// index if it is built (no hash-table fallback: `None` also when it
+    /// is not).
+    #[inline]
+    pub(crate) fn indexed(&self, name: &[u8]) -> Option<Hit> {
+        self.index.built()?.get(self, name)
+    }
+
+    /// What `lookup(name, None)` finds: the first lookups go through the
+    /// hash table; once they repeat, from a name index.
+    #[inline]
+    pub(crate) fn lookup_unversioned(&self, name: &[u8]) -> Option<(usize, Sym)> {
+        match self.index.counted(self) {
+            Some(ix) => {
+                let hit = ix.get(self, name)?;
+                self.sym(hit.index).map(|s| (hit.index, s))
+            }
+            None => self.lookup(&Name::new(name), None),
+        }
     }
 
     /// Finds a definition of `name` (at `version`) with glibc's rules.
@@ -317,7 +381,7 @@ impl<'a> SymTab<'a> {
                 chain,
                 ..
             } => {
-                let h = name.gnu;
+                let h = name.gnu();
                 let word = bloom.get(((h / 64) as usize) & (bloom.len() - 1))?;
                 let mask = (1u64 << (h % 64)) | (1u64 << ((h >> shift) % 64));
                 if word & mask != mask {
@@ -357,30 +421,71 @@ impl<'a> SymTab<'a> {
         }
     }
 
-    /// glibc's `check_match`: a usable definition of the right name and
-    /// version.
+    /// The first symbol index a hash table can reach (a GNU table leaves
+    /// the undefined and local symbols below `symoffset` out).
+    pub(crate) fn hashed_from(&self) -> usize {
+        match &self.hash {
+            HashTable::Gnu { symoffset, .. } => *symoffset as usize,
+            HashTable::Sysv { .. } => 1,
+        }
+    }
+
+    /// The part of glibc's `check_match` that does not depend on the name
+    /// asked for: a defined, visible, global or weak symbol of a kind a
+    /// lookup may return.
     #[inline]
-    fn check(&self, i: usize, name: &Name, version: Option<&VersionReq>) -> Option<(usize, Sym)> {
-        let sym = self.syms.get(i)?;
+    fn usable(sym: &Sym) -> bool {
         let kind = sym.st_info & 0xf;
-        if sym.st_shndx == SHN_UNDEF
+        !(sym.st_shndx == SHN_UNDEF
             || (sym.st_value == 0 && sym.st_shndx != SHN_ABS && kind != STT_TLS)
             || !matches!(
                 kind,
                 STT_NOTYPE | STT_OBJECT | STT_FUNC | STT_COMMON | STT_TLS | STT_GNU_IFUNC
             )
             || matches!(sym.st_other & 3, STV_HIDDEN | STV_INTERNAL)
-            || sym.st_info >> 4 == STB_LOCAL
-        {
-            return None;
-        }
-        // Compare in place: the name's bytes, then its NUL (no scan for
-        // the end of the stored name).
-        let at = sym.st_name as usize;
-        let n = name.bytes.len();
-        if self.strtab.get(at..at.checked_add(n)?) != Some(name.bytes)
-            || self.strtab.get(at + n) != Some(&0)
-        {
+            || sym.st_info >> 4 == STB_LOCAL)
+    }
+
+    /// Whether symbol `i` (`sym`) is a definition an unversioned lookup
+    /// accepts: usable, and not a hidden version.
+    pub(crate) fn exported(&self, i: usize, sym: &Sym) -> bool {
+        Self::usable(sym)
+            && self
+                .versym
+                .is_none_or(|vs| vs.get(i).is_some_and(|raw| raw & 0x8000 == 0))
+    }
+
+    /// Whether `sym`'s name is exactly `name`.
+    #[inline]
+    pub(crate) fn name_is(&self, sym: &Sym, name: &[u8]) -> bool {
+        self.name_at_is(sym.st_name, name)
+    }
+
+    /// Whether the string at `st_name` in `.dynstr` is exactly `name`:
+    /// compared in place, the name's bytes and then its NUL (no scan for
+    /// the end of the stored name).
+    #[inline]
+    pub(crate) fn name_at_is(&self, st_name: u32, name: &[u8]) -> bool {
+        let at = st_name as usize;
+        let n = name.len();
+        at.checked_add(n).is_some_and(|end| {
+            self.strtab
+                .get(at..end)
+                .is_some_and(|s| super::index::same_bytes(s, name))
+        }) && self.strtab.get(at + n) == Some(&0)
+    }
+
+    /// The string at `st_name` in `.dynstr` (empty if the offset is bad).
+    pub(crate) fn name_at(&self, st_name: u32) -> &'a [u8] {
+        cstr_at(self.strtab, u64::from(st_name)).unwrap_or(&[])
+    }
+
+    /// glibc's `check_match`: a usable definition of the right name and
+    /// version.
+    #[inline]
+    fn check(&self, i: usize, name: &Name, version: Option<&VersionReq>) -> Option<(usize, Sym)> {
+        let sym = self.syms.get(i)?;
+        if !Self::usable(&sym) || !self.name_is(&sym, name.bytes) {
             return None;
         }
         if let Some(vs) = self.versym {
@@ -408,5 +513,36 @@ impl<'a> SymTab<'a> {
             }
         }
         Some((i, sym))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn djb2(name: &[u8]) -> u32 {
+        name.iter().fold(5381u32, |h, &c| {
+            h.wrapping_mul(33).wrapping_add(u32::from(c))
+        })
+    }
+
+    #[test]
+    fn gnu_hash_eight_bytes_a_step_is_djb2() {
+        assert_eq!(gnu_hash(b""), 0x0000_1505);
+        assert_eq!(gnu_hash(b"printf"), 0x156b_2bb8);
+        assert_eq!(gnu_hash(b"exit"), 0x7c96_7e3f);
+        // Every length across several steps, with high bytes too.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for n in 0..70 {
+            let name: Vec<u8> = (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect();
+            assert_eq!(gnu_hash(&name), djb2(&name), "{n} bytes");
+        }
     }
 }

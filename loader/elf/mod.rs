@@ -12,6 +12,7 @@
 
 pub(crate) mod dynamic;
 pub(crate) mod hash;
+pub(crate) mod index;
 pub(crate) mod versions;
 mod view;
 
