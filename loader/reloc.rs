@@ -46,8 +46,15 @@ enum Resolved {
     Value(usize),
     /// An IFUNC of an object not relocated yet: resolver address.
     PendingIfunc(usize),
-    /// A thread-local variable.
-    Tls(TlsTarget),
+    /// A thread-local variable: its [`TlsTarget`] in [`Resolutions::tls`]
+    /// (kept aside so that this enum stays 16 bytes: one per symbol).
+    Tls(u32),
+}
+
+/// This load's resolutions, by symbol index.
+struct Resolutions {
+    by_sym: Vec<Resolved>,
+    tls: Vec<TlsTarget>,
 }
 
 /// Where a thread-local variable lives.
@@ -154,15 +161,18 @@ impl Relocator<'_> {
             .cache
             .and_then(|c| c.symbols())
             .map_or(symbols, |n| n.min(symbols));
-        let mut cache = vec![Resolved::Unknown; needed];
+        let mut cache = Resolutions {
+            by_sym: vec![Resolved::Unknown; needed],
+            tls: Vec::new(),
+        };
         // Resolutions remembered from an earlier load of this same file in
         // this same scope (not while tracing: the trace shows every lookup).
         let key = (!self.tracer.on() && self.run_code).then(|| self.memo_key());
         let mut memo = key
             .as_ref()
-            .and_then(memo_get)
-            .filter(|m| m.len() == cache.len())
-            .unwrap_or_else(|| vec![Memo::Unknown; cache.len()]);
+            .and_then(memo_take)
+            .filter(|m| m.len() == needed)
+            .unwrap_or_else(|| vec![Memo::Unknown; needed]);
         // Relocation cache: on a hit, fill the stub table first (the
         // JUMP_SLOTs that point at the stubs are in cached pages, skipped).
         if let Some(c) = self.cache {
@@ -175,12 +185,23 @@ impl Relocator<'_> {
         }
         let mut later: Vec<Pending> = Vec::new();
         let mut irelative: Vec<(usize, usize)> = Vec::new();
+        // With one writable segment and nothing to record, a leading run
+        // of RELATIVE entries (the link editor sorts them first: the count
+        // glibc reads from DT_RELACOUNT) is applied in a tight loop.
+        let single = match writable[..] {
+            [w] if self.cache.is_none() && stats.is_none() => Some(w),
+            _ => None,
+        };
         for (ti, table) in obj.tables.relocs.iter().enumerate() {
             let n = table.len();
+            let first = match (table, single) {
+                (RelocTable::Rela(t), Some(w)) => relative_run(t.raw(), w, base),
+                _ => 0,
+            };
             // Relocation cache: on a hit, only the entries whose values are
             // not in the cached pages.
             #[allow(clippy::single_range_in_vec_init)]
-            let all = [0..n];
+            let all = [first..n];
             let entries = self.cache.and_then(|c| c.entries(ti)).unwrap_or(&all);
             for i in entries.iter().cloned().flatten() {
                 let (off, info, addend, has_addend) = match table {
@@ -347,7 +368,7 @@ impl Relocator<'_> {
         for p in later {
             // As in glibc, the resolver runs for each relocation; the Bind
             // event reports its result, once per symbol.
-            let Some(Resolved::PendingIfunc(r)) = cache.get(p.sym).copied() else {
+            let Some(Resolved::PendingIfunc(r)) = cache.by_sym.get(p.sym).copied() else {
                 continue;
             };
             let v = self.call_resolver(r, p.sym)?;
@@ -456,7 +477,7 @@ impl Relocator<'_> {
     fn tls_target(
         &self,
         sym: usize,
-        cache: &mut [Resolved],
+        cache: &mut Resolutions,
         memo: &mut [Memo],
     ) -> Result<TlsTarget> {
         let own = |offset: usize| -> Result<TlsTarget> {
@@ -478,7 +499,12 @@ impl Relocator<'_> {
             return own(0);
         }
         match self.resolve(sym, cache, memo)? {
-            Resolved::Tls(t) => Ok(t),
+            Resolved::Tls(k) => cache
+                .tls
+                .get(k as usize)
+                .copied()
+                // Always there: `lookup` pushed it and returned its index.
+                .ok_or_else(|| Error::malformed(self.path(), "lost TLS resolution", None)),
             // An undefined weak TLS reference: module 0, offset 0.
             Resolved::Value(0) => Ok(TlsTarget {
                 module: 0,
@@ -525,8 +551,8 @@ impl Relocator<'_> {
     }
 
     /// Resolves symbol `i` of this object once, through the cache.
-    fn resolve(&self, i: usize, cache: &mut [Resolved], memo: &mut [Memo]) -> Result<Resolved> {
-        match cache.get(i) {
+    fn resolve(&self, i: usize, cache: &mut Resolutions, memo: &mut [Memo]) -> Result<Resolved> {
+        match cache.by_sym.get(i) {
             Some(Resolved::Unknown) => {}
             Some(r) => return Ok(*r),
             None => {
@@ -547,11 +573,11 @@ impl Relocator<'_> {
             _ => None,
         };
         if let Some(v) = remembered {
-            cache[i] = Resolved::Value(v);
+            cache.by_sym[i] = Resolved::Value(v);
             return Ok(Resolved::Value(v));
         }
-        let (r, m) = self.lookup(i)?;
-        cache[i] = r;
+        let (r, m) = self.lookup(i, &mut cache.tls)?;
+        cache.by_sym[i] = r;
         if let Some(slot) = memo.get_mut(i) {
             *slot = m;
         }
@@ -591,7 +617,7 @@ impl Relocator<'_> {
         }
     }
 
-    fn lookup(&self, i: usize) -> Result<(Resolved, Memo)> {
+    fn lookup(&self, i: usize, tls: &mut Vec<TlsTarget>) -> Result<(Resolved, Memo)> {
         let obj = self.obj;
         let st = &obj.tables.symtab;
         if i == 0 {
@@ -694,7 +720,8 @@ impl Relocator<'_> {
                     own: false,
                 },
             };
-            Resolved::Tls(t)
+            tls.push(t);
+            Resolved::Tls(tls.len() as u32 - 1)
         } else if f.is_ifunc() {
             let pending = match f.module {
                 Module::Loaded(o) => !o.relocated.load(Ordering::Acquire),
@@ -727,7 +754,7 @@ impl Relocator<'_> {
         // A pending IFUNC is traced once its resolver has run.
         match resolved {
             Resolved::Value(v) => self.emit_bind(i, f.module.provider(), v),
-            Resolved::Tls(t) => self.emit_bind(i, f.module.provider(), t.offset),
+            Resolved::Tls(_) => self.emit_bind(i, f.module.provider(), f.sym.st_value as usize),
             _ => {}
         }
         Ok((resolved, self.memo_of(&f)))
@@ -777,12 +804,13 @@ struct MemoKey {
 static MEMO: std::sync::Mutex<Vec<(MemoKey, Vec<Memo>)>> = std::sync::Mutex::new(Vec::new());
 const MEMO_ENTRIES: usize = 64;
 
-fn memo_get(key: &MemoKey) -> Option<Vec<Memo>> {
-    let m = MEMO.lock().unwrap_or_else(|e| e.into_inner());
-    m.iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
+/// Takes the remembered resolutions for `key` out of the memory (a load
+/// puts them back when it is done: no copy of a table as long as the
+/// symbol table).
+fn memo_take(key: &MemoKey) -> Option<Vec<Memo>> {
+    let mut m = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let at = m.iter().rposition(|(k, _)| k == key)?;
+    Some(m.remove(at).1)
 }
 
 fn memo_put(key: MemoKey, memo: Vec<Memo>) {
@@ -857,6 +885,39 @@ pub(crate) fn unique_held(object: u64) -> bool {
 pub(crate) fn forget_unique(object: u64) {
     let mut guard = UNIQUE.lock().unwrap_or_else(|e| e.into_inner());
     guard.0.retain(|d| d.owner != Some(object));
+}
+
+/// Applies the leading run of `R_RELATIVE` entries of the `Elf64_Rela`
+/// array `rela` whose targets lie in `writable` (`[start, end)` virtual
+/// addresses), for an object at `base`; returns how many it applied. The
+/// first entry of another type or target ends the run (the caller's loop
+/// takes it from there, with every check).
+fn relative_run(rela: &[u8], (start, end): (u64, u64), base: usize) -> usize {
+    let word = |e: &[u8], at: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&e[at..at + 8]);
+        u64::from_le_bytes(w)
+    };
+    let mut done = 0;
+    for e in rela.chunks_exact(std::mem::size_of::<goblin::elf64::reloc::Rela>()) {
+        let (off, info, addend) = (word(e, 0), word(e, 8), word(e, 16));
+        if info as u32 != arch::R_RELATIVE
+            || off < start
+            || off.checked_add(8).is_none_or(|e| e > end)
+        {
+            break;
+        }
+        // SAFETY: the 8 bytes at `off` lie in a writable segment of the
+        // object mapped at `base` (checked just above).
+        unsafe {
+            write(
+                base.wrapping_add(off as usize),
+                base.wrapping_add(addend as usize),
+            )
+        };
+        done += 1;
+    }
+    done
 }
 
 /// `*t += base`.

@@ -7,6 +7,9 @@ use goblin::elf::reloc::*;
 /// `e_machine` of objects this host can load.
 pub(crate) const EM_HOST: u16 = goblin::elf::header::EM_X86_64;
 
+/// `B + A`: the type the relocation loop's fast path handles inline.
+pub(crate) const R_RELATIVE: u32 = R_X86_64_RELATIVE;
+
 /// Classifies an x86-64 relocation type.
 #[inline]
 pub(crate) fn classify(r_type: u32) -> RelocKind {

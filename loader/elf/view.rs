@@ -162,6 +162,12 @@ impl<'a, T: Pod> Table<'a, T> {
         super::read(self.bytes, i.checked_mul(std::mem::size_of::<T>())?)
     }
 
+    /// The entries' bytes (a whole number of entries).
+    #[inline]
+    pub(crate) fn raw(&self) -> &'a [u8] {
+        self.bytes
+    }
+
     /// The address of entry `i` (past the end if out of range).
     pub(crate) fn ptr(&self, i: usize) -> *const T {
         self.bytes
