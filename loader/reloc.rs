@@ -170,8 +170,7 @@ impl Relocator<'_> {
         let key = (!self.tracer.on() && self.run_code).then(|| self.memo_key());
         let mut memo = key
             .as_ref()
-            .and_then(memo_take)
-            .filter(|m| m.len() == needed)
+            .and_then(|k| memo_take(k, needed))
             .unwrap_or_else(|| vec![Memo::Unknown; needed]);
         // Relocation cache: on a hit, fill the stub table first (the
         // JUMP_SLOTs that point at the stubs are in cached pages, skipped).
@@ -804,12 +803,15 @@ struct MemoKey {
 static MEMO: std::sync::Mutex<Vec<(MemoKey, Vec<Memo>)>> = std::sync::Mutex::new(Vec::new());
 const MEMO_ENTRIES: usize = 64;
 
-/// Takes the remembered resolutions for `key` out of the memory (a load
-/// puts them back when it is done: no copy of a table as long as the
-/// symbol table).
-fn memo_take(key: &MemoKey) -> Option<Vec<Memo>> {
+/// Takes the remembered resolutions for `key` out of the memory if they
+/// cover `symbols` symbols (a load puts them back when it is done: no copy
+/// of a table as long as the symbol table). A load that needs fewer (a
+/// relocation cache hit) leaves them for the next.
+fn memo_take(key: &MemoKey, symbols: usize) -> Option<Vec<Memo>> {
     let mut m = MEMO.lock().unwrap_or_else(|e| e.into_inner());
-    let at = m.iter().rposition(|(k, _)| k == key)?;
+    let at = m
+        .iter()
+        .rposition(|(k, v)| k == key && v.len() == symbols)?;
     Some(m.remove(at).1)
 }
 
