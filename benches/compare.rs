@@ -39,6 +39,10 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
 fn cstr(p: &Path) -> CString {
     CString::new(p.to_str().expect("utf-8 path")).expect("no NUL")
 }
@@ -55,12 +59,16 @@ fn glibc_close(h: *mut c_void) {
     unsafe { libc::dlclose(h) };
 }
 
-fn minflt() -> i64 {
+/// Page faults so far, and system (kernel) CPU time in µs, of this process.
+fn usage() -> (i64, f64) {
     // SAFETY: getrusage fills the struct.
     unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_SELF, &mut u);
-        u.ru_minflt + u.ru_majflt
+        (
+            u.ru_minflt + u.ru_majflt,
+            u.ru_stime.tv_sec as f64 * 1e6 + u.ru_stime.tv_usec as f64,
+        )
     }
 }
 
@@ -136,6 +144,11 @@ struct Row {
     gl_miss: f64,
     so_faults: f64,
     gl_faults: f64,
+    /// Mean kernel time per load and per unload (getrusage), µs.
+    so_sys: (f64, f64),
+    gl_sys: (f64, f64),
+    /// Mean glibc load and unload times, µs (the kernel times are means).
+    gl_mean: (f64, f64),
     so_syscalls: Option<f64>,
     gl_syscalls: Option<f64>,
 }
@@ -146,6 +159,8 @@ fn bench_library(name: &str, path: &Path, hit: &str, cache: &Path) -> Row {
     let (mut sl, mut gl, mut su, mut gu) = (vec![], vec![], vec![], vec![]);
     let mut rl = vec![];
     let (mut sf, mut gf) = (0i64, 0i64);
+    // Kernel time: soloader load, unload; glibc load, unload.
+    let mut sys = [0f64; 4];
     let cached = Options::new().relocation_cache(cache);
     for i in 0..WARMUP + n {
         let t = Instant::now();
@@ -155,22 +170,23 @@ fn bench_library(name: &str, path: &Path, hit: &str, cache: &Path) -> Row {
         if i >= WARMUP {
             rl.push(rload * 1e6);
         }
-        let f0 = minflt();
+        let (f0, k0) = usage();
         let t = Instant::now();
         let lib = Library::open(path).expect("soloader load");
         let load = t.elapsed().as_secs_f64();
-        let f1 = minflt();
+        let (f1, k1) = usage();
         let t = Instant::now();
         drop(lib);
         let unload = t.elapsed().as_secs_f64();
-        let f2 = minflt();
+        let (f2, k2) = usage();
         let t = Instant::now();
         let h = glibc_open(&c);
         let gload = t.elapsed().as_secs_f64();
-        let f3 = minflt();
+        let (f3, k3) = usage();
         let t = Instant::now();
         glibc_close(h);
         let gunload = t.elapsed().as_secs_f64();
+        let (_, k4) = usage();
         if i >= WARMUP {
             sl.push(load * 1e6);
             su.push(unload * 1e6);
@@ -178,8 +194,10 @@ fn bench_library(name: &str, path: &Path, hit: &str, cache: &Path) -> Row {
             gu.push(gunload * 1e6);
             sf += f1 - f0;
             gf += f3 - f2;
+            for (acc, d) in sys.iter_mut().zip([k1 - k0, k2 - k1, k3 - k2, k4 - k3]) {
+                *acc += d;
+            }
         }
-        let _ = f2;
     }
     // Lookups on one loaded copy each.
     let lib = Library::open(path).expect("soloader load");
@@ -236,6 +254,9 @@ fn bench_library(name: &str, path: &Path, hit: &str, cache: &Path) -> Row {
         gl_miss: median(&mut gm),
         so_faults: sf as f64 / n as f64,
         gl_faults: gf as f64 / n as f64,
+        so_sys: (sys[0] / n as f64, sys[1] / n as f64),
+        gl_sys: (sys[2] / n as f64, sys[3] / n as f64),
+        gl_mean: (mean(&gl), mean(&gu)),
         so_syscalls: syscalls("soloader", path),
         gl_syscalls: syscalls("glibc", path),
     }
@@ -470,10 +491,11 @@ fn main() {
             sys(r.gl_syscalls),
         );
         json.push(format!(
-            "{{\"library\":\"{}\",\"relocations\":{},\"load_us\":{{\"soloader\":{:.2},\"glibc\":{:.2},\"ratio\":{:.3},\"soloader_cached\":{:.2}}},\"unload_us\":{{\"soloader\":{:.2},\"glibc\":{:.2},\"ratio\":{:.3}}},\"lookup_hit_ns\":{{\"soloader\":{:.1},\"glibc\":{:.1},\"ratio\":{:.3}}},\"lookup_miss_ns\":{{\"soloader\":{:.1},\"glibc\":{:.1},\"ratio\":{:.3}}},\"faults_per_load\":{{\"soloader\":{:.1},\"glibc\":{:.1}}},\"syscalls_per_load\":{{\"soloader\":{},\"glibc\":{}}}}}",
+            "{{\"library\":\"{}\",\"relocations\":{},\"load_us\":{{\"soloader\":{:.2},\"glibc\":{:.2},\"ratio\":{:.3},\"soloader_cached\":{:.2}}},\"unload_us\":{{\"soloader\":{:.2},\"glibc\":{:.2},\"ratio\":{:.3}}},\"lookup_hit_ns\":{{\"soloader\":{:.1},\"glibc\":{:.1},\"ratio\":{:.3}}},\"lookup_miss_ns\":{{\"soloader\":{:.1},\"glibc\":{:.1},\"ratio\":{:.3}}},\"faults_per_load\":{{\"soloader\":{:.1},\"glibc\":{:.1}}},\"kernel_us\":{{\"soloader_load\":{:.1},\"glibc_load\":{:.1},\"soloader_unload\":{:.1},\"glibc_unload\":{:.1}}},\"syscalls_per_load\":{{\"soloader\":{},\"glibc\":{}}}}}",
             r.name, r.relocs, r.so_load, r.gl_load, ratio(r.so_load, r.gl_load), r.rc_load, r.so_unload, r.gl_unload,
             ratio(r.so_unload, r.gl_unload), r.so_hit, r.gl_hit, ratio(r.so_hit, r.gl_hit), r.so_miss, r.gl_miss,
             ratio(r.so_miss, r.gl_miss), r.so_faults, r.gl_faults,
+            r.so_sys.0, r.gl_sys.0, r.so_sys.1, r.gl_sys.1,
             r.so_syscalls.map_or("null".into(), |v| format!("{v:.1}")),
             r.gl_syscalls.map_or("null".into(), |v| format!("{v:.1}")),
         ));
@@ -484,6 +506,26 @@ fn main() {
                 ",\"first_load_fresh_process_us\":{{\"glibc\":{g:.1},\"soloader\":{s:.1},\"soloader_cached\":{c:.1}}}}}"
             ));
         }
+    }
+    println!();
+    println!("kernel time (getrusage ru_stime, mean µs) inside each load and unload: the same system calls and");
+    println!("page faults for both loaders; 'floor' = glibc's kernel time / glibc's mean time, the ratio a");
+    println!("loader doing that same kernel work would reach with zero user-space time");
+    println!(
+        "{:<34} {:>12} {:>12} {:>7} {:>14} {:>14} {:>7}",
+        "library", "load sys µs", "glibc", "floor", "unload sys µs", "glibc", "floor"
+    );
+    for r in &rows {
+        println!(
+            "{:<34} {:>12.1} {:>12.1} {:>7.2} {:>14.1} {:>14.1} {:>7.2}",
+            r.name,
+            r.so_sys.0,
+            r.gl_sys.0,
+            ratio(r.gl_sys.0, r.gl_mean.0),
+            r.so_sys.1,
+            r.gl_sys.1,
+            ratio(r.gl_sys.1, r.gl_mean.1),
+        );
     }
     println!();
     println!("first load in a fresh process (what the relocation cache is for), medians of 31 processes each:");
