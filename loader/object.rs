@@ -284,15 +284,14 @@ impl Object {
     /// it imports the unwinder or the C++ exception runtime.
     fn uses_exceptions(&self) -> bool {
         let st = &self.tables.symtab;
-        (1..st.len()).any(|i| {
+        // Imports only (undefined symbols); names compared in place.
+        (1..st.imports_end()).any(|i| {
             st.sym(i).is_some_and(|s| {
-                s.st_shndx == 0 && {
-                    let n = st.name(&s);
-                    n.starts_with(b"_Unwind_")
-                        || n.starts_with(b"__gxx_personality")
-                        || n == b"__cxa_throw"
-                        || n == b"__cxa_begin_catch"
-                }
+                s.st_shndx == 0
+                    && (st.name_starts_with(s.st_name, b"_Unwind_")
+                        || st.name_starts_with(s.st_name, b"__gxx_personality")
+                        || st.name_at_is(s.st_name, b"__cxa_throw")
+                        || st.name_at_is(s.st_name, b"__cxa_begin_catch"))
             })
         })
     }

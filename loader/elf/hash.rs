@@ -430,6 +430,16 @@ impl<'a> SymTab<'a> {
         }
     }
 
+    /// The end of the symbols that can be imports (undefined): a GNU hash
+    /// table's `symoffset` (the link editor puts every symbol the table
+    /// leaves out first), or every symbol with a SysV table.
+    pub(crate) fn imports_end(&self) -> usize {
+        match &self.hash {
+            HashTable::Gnu { symoffset, .. } => (*symoffset as usize).min(self.len()),
+            HashTable::Sysv { .. } => self.len(),
+        }
+    }
+
     /// The part of glibc's `check_match` that does not depend on the name
     /// asked for: a defined, visible, global or weak symbol of a kind a
     /// lookup may return.
@@ -473,6 +483,15 @@ impl<'a> SymTab<'a> {
                 .get(at..end)
                 .is_some_and(|s| super::index::same_bytes(s, name))
         }) && self.strtab.get(at + n) == Some(&0)
+    }
+
+    /// Whether the string at `st_name` in `.dynstr` starts with `prefix`.
+    #[inline]
+    pub(crate) fn name_starts_with(&self, st_name: u32, prefix: &[u8]) -> bool {
+        let at = st_name as usize;
+        at.checked_add(prefix.len())
+            .and_then(|end| self.strtab.get(at..end))
+            == Some(prefix)
     }
 
     /// The string at `st_name` in `.dynstr` (empty if the offset is bad).
