@@ -8,16 +8,18 @@
 //! A program that asks for the same library's symbols again and again
 //! (a plugin host, an FFI wrapper that looks up per call) pays that each
 //! time. This index answers an unversioned lookup with a hash that reads
-//! the name eight bytes at a time, one open-addressing probe and one
-//! comparison of the name in `.dynstr`.
+//! the name eight bytes at a time, one open-addressing probe (1.25 on
+//! average) and one comparison of the name in `.dynstr`. (Control bytes
+//! tested eight at a time, as Abseil's "Swiss tables" do, measured slower
+//! here: a second array to read for every hit.)
 //!
 //! It holds only what an unversioned lookup may return (glibc's
 //! `check_match` with no version asked for), and it is exact: where an
 //! object defines one name twice in ways a lookup could both accept, the
 //! hash-table lookup decides which one and the index stores that answer.
-//! It is built on demand (see [`NameIndex::build`]) and costs 8 bytes per
-//! slot, at most twice the number of exported definitions, rounded up to a
-//! power of two.
+//! It is built on demand (see [`LazyIndex`]) and costs 12 bytes a slot,
+//! with at least two slots per exported definition (a power of two):
+//! libcrypto's 5,367 names take 192 KiB.
 
 use goblin::elf::sym::{STT_COMMON, STT_FUNC, STT_NOTYPE, STT_OBJECT};
 use std::sync::atomic::{AtomicU32, Ordering};
