@@ -39,10 +39,6 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len().max(1) as f64
-}
-
 fn cstr(p: &Path) -> CString {
     CString::new(p.to_str().expect("utf-8 path")).expect("no NUL")
 }
@@ -59,16 +55,13 @@ fn glibc_close(h: *mut c_void) {
     unsafe { libc::dlclose(h) };
 }
 
-/// Page faults so far, and system (kernel) CPU time in µs, of this process.
-fn usage() -> (i64, f64) {
+/// Page faults of this process so far.
+fn minflt() -> i64 {
     // SAFETY: getrusage fills the struct.
     unsafe {
         let mut u: libc::rusage = std::mem::zeroed();
         libc::getrusage(libc::RUSAGE_SELF, &mut u);
-        (
-            u.ru_minflt + u.ru_majflt,
-            u.ru_stime.tv_sec as f64 * 1e6 + u.ru_stime.tv_usec as f64,
-        )
+        u.ru_minflt + u.ru_majflt
     }
 }
 
@@ -144,11 +137,10 @@ struct Row {
     gl_miss: f64,
     so_faults: f64,
     gl_faults: f64,
-    /// Mean kernel time per load and per unload (getrusage), µs.
-    so_sys: (f64, f64),
-    gl_sys: (f64, f64),
-    /// Mean glibc load and unload times, µs (the kernel times are means).
-    gl_mean: (f64, f64),
+    /// A load+unload cycle in a child process sampled by `perf`: (µs per
+    /// cycle, share of it in the kernel).
+    so_kernel: Option<(f64, f64)>,
+    gl_kernel: Option<(f64, f64)>,
     so_syscalls: Option<f64>,
     gl_syscalls: Option<f64>,
 }
@@ -159,8 +151,6 @@ fn bench_library(name: &str, path: &Path, hit: &str, cache: &Path) -> Row {
     let (mut sl, mut gl, mut su, mut gu) = (vec![], vec![], vec![], vec![]);
     let mut rl = vec![];
     let (mut sf, mut gf) = (0i64, 0i64);
-    // Kernel time: soloader load, unload; glibc load, unload.
-    let mut sys = [0f64; 4];
     let cached = Options::new().relocation_cache(cache);
     for i in 0..WARMUP + n {
         let t = Instant::now();
@@ -170,23 +160,22 @@ fn bench_library(name: &str, path: &Path, hit: &str, cache: &Path) -> Row {
         if i >= WARMUP {
             rl.push(rload * 1e6);
         }
-        let (f0, k0) = usage();
+        let f0 = minflt();
         let t = Instant::now();
         let lib = Library::open(path).expect("soloader load");
         let load = t.elapsed().as_secs_f64();
-        let (f1, k1) = usage();
+        let f1 = minflt();
         let t = Instant::now();
         drop(lib);
         let unload = t.elapsed().as_secs_f64();
-        let (f2, k2) = usage();
+        let f2 = minflt();
         let t = Instant::now();
         let h = glibc_open(&c);
         let gload = t.elapsed().as_secs_f64();
-        let (f3, k3) = usage();
+        let f3 = minflt();
         let t = Instant::now();
         glibc_close(h);
         let gunload = t.elapsed().as_secs_f64();
-        let (_, k4) = usage();
         if i >= WARMUP {
             sl.push(load * 1e6);
             su.push(unload * 1e6);
@@ -194,9 +183,6 @@ fn bench_library(name: &str, path: &Path, hit: &str, cache: &Path) -> Row {
             gu.push(gunload * 1e6);
             sf += f1 - f0;
             gf += f3 - f2;
-            for (acc, d) in sys.iter_mut().zip([k1 - k0, k2 - k1, k3 - k2, k4 - k3]) {
-                *acc += d;
-            }
         }
     }
     // Lookups on one loaded copy each.
@@ -254,9 +240,8 @@ fn bench_library(name: &str, path: &Path, hit: &str, cache: &Path) -> Row {
         gl_miss: median(&mut gm),
         so_faults: sf as f64 / n as f64,
         gl_faults: gf as f64 / n as f64,
-        so_sys: (sys[0] / n as f64, sys[1] / n as f64),
-        gl_sys: (sys[2] / n as f64, sys[3] / n as f64),
-        gl_mean: (mean(&gl), mean(&gu)),
+        so_kernel: kernel_share("soloader", path),
+        gl_kernel: kernel_share("glibc", path),
         so_syscalls: syscalls("soloader", path),
         gl_syscalls: syscalls("glibc", path),
     }
@@ -278,6 +263,7 @@ fn syscalls(loader: &str, path: &Path) -> Option<f64> {
                 format!("{loader}:{}:{n}", path.display()),
             )
             .env("SOLOADER_GDB", "0")
+            .stdout(std::process::Stdio::null())
             .status()
             .ok()?;
         if !st.success() {
@@ -360,17 +346,65 @@ fn child(spec: &str) {
     preload_host();
     let c = cstr(&path);
     // One warm-up load: the first load builds indexes on both sides.
-    if loader == "soloader" {
+    let t = if loader == "soloader" {
         drop(Library::open(&path).expect("load"));
+        let t = Instant::now();
         for _ in 0..n {
             drop(Library::open(&path).expect("load"));
         }
+        t
     } else {
         glibc_close(glibc_open(&c));
+        let t = Instant::now();
         for _ in 0..n {
             glibc_close(glibc_open(&c));
         }
-    }
+        t
+    };
+    // µs per load+unload cycle.
+    println!("{}", t.elapsed().as_secs_f64() * 1e6 / n.max(1) as f64);
+}
+
+/// Where a load+unload cycle's time goes: a child does `n` cycles under
+/// `perf record -e cpu-clock` (the only way here to split time between
+/// user space and the kernel precisely: getrusage's split comes from
+/// timer ticks, a handful over a whole run). Returns (µs per cycle, the
+/// kernel's share of the samples), or `None` without a working `perf`.
+fn kernel_share(loader: &str, path: &Path) -> Option<(f64, f64)> {
+    let exe = std::env::current_exe().ok()?;
+    let data = std::env::temp_dir().join(format!("soloader-bench-perf-{}", std::process::id()));
+    let n = 1500;
+    let out = Command::new("perf")
+        .args(["record", "-q", "-e", "cpu-clock", "-F", "20000", "-o"])
+        .arg(&data)
+        .arg("--")
+        .arg(&exe)
+        .env(
+            "SOLOADER_BENCH_CHILD",
+            format!("{loader}:{}:{n}", path.display()),
+        )
+        .env("SOLOADER_GDB", "0")
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let cycle: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+    let report = Command::new("perf")
+        .args(["report", "--stdio", "--sort", "dso", "-i"])
+        .arg(&data)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    std::fs::remove_file(&data).ok();
+    let text = String::from_utf8_lossy(&report.stdout);
+    let share = text
+        .lines()
+        .find(|l| l.contains("[kernel.kallsyms]"))?
+        .split_whitespace()
+        .next()?
+        .trim_end_matches('%')
+        .parse::<f64>()
+        .ok()?;
+    Some((cycle, share / 100.0))
 }
 
 /// Loads the host libraries the measured ones need, once, with the system
@@ -491,11 +525,12 @@ fn main() {
             sys(r.gl_syscalls),
         );
         json.push(format!(
-            "{{\"library\":\"{}\",\"relocations\":{},\"load_us\":{{\"soloader\":{:.2},\"glibc\":{:.2},\"ratio\":{:.3},\"soloader_cached\":{:.2}}},\"unload_us\":{{\"soloader\":{:.2},\"glibc\":{:.2},\"ratio\":{:.3}}},\"lookup_hit_ns\":{{\"soloader\":{:.1},\"glibc\":{:.1},\"ratio\":{:.3}}},\"lookup_miss_ns\":{{\"soloader\":{:.1},\"glibc\":{:.1},\"ratio\":{:.3}}},\"faults_per_load\":{{\"soloader\":{:.1},\"glibc\":{:.1}}},\"kernel_us\":{{\"soloader_load\":{:.1},\"glibc_load\":{:.1},\"soloader_unload\":{:.1},\"glibc_unload\":{:.1}}},\"syscalls_per_load\":{{\"soloader\":{},\"glibc\":{}}}}}",
+            "{{\"library\":\"{}\",\"relocations\":{},\"load_us\":{{\"soloader\":{:.2},\"glibc\":{:.2},\"ratio\":{:.3},\"soloader_cached\":{:.2}}},\"unload_us\":{{\"soloader\":{:.2},\"glibc\":{:.2},\"ratio\":{:.3}}},\"lookup_hit_ns\":{{\"soloader\":{:.1},\"glibc\":{:.1},\"ratio\":{:.3}}},\"lookup_miss_ns\":{{\"soloader\":{:.1},\"glibc\":{:.1},\"ratio\":{:.3}}},\"faults_per_load\":{{\"soloader\":{:.1},\"glibc\":{:.1}}},\"kernel_share_of_cycle\":{{\"soloader\":{},\"glibc\":{}}},\"syscalls_per_load\":{{\"soloader\":{},\"glibc\":{}}}}}",
             r.name, r.relocs, r.so_load, r.gl_load, ratio(r.so_load, r.gl_load), r.rc_load, r.so_unload, r.gl_unload,
             ratio(r.so_unload, r.gl_unload), r.so_hit, r.gl_hit, ratio(r.so_hit, r.gl_hit), r.so_miss, r.gl_miss,
             ratio(r.so_miss, r.gl_miss), r.so_faults, r.gl_faults,
-            r.so_sys.0, r.gl_sys.0, r.so_sys.1, r.gl_sys.1,
+            r.so_kernel.map_or("null".into(), |(_, k)| format!("{k:.3}")),
+            r.gl_kernel.map_or("null".into(), |(_, k)| format!("{k:.3}")),
             r.so_syscalls.map_or("null".into(), |v| format!("{v:.1}")),
             r.gl_syscalls.map_or("null".into(), |v| format!("{v:.1}")),
         ));
@@ -508,24 +543,31 @@ fn main() {
         }
     }
     println!();
-    println!("kernel time (getrusage ru_stime, mean µs) inside each load and unload: the same system calls and");
-    println!("page faults for both loaders; 'floor' = glibc's kernel time / glibc's mean time, the ratio a");
-    println!("loader doing that same kernel work would reach with zero user-space time");
+    println!("where a load+unload cycle's time goes (a child doing 1,500 cycles under perf record -e cpu-clock;");
+    println!("includes the child's start, negligible): both loaders make the same system calls and take the same");
+    println!("page faults, so the kernel's part is a floor: 'floor' = glibc's kernel µs / glibc's cycle µs, the");
     println!(
-        "{:<34} {:>12} {:>12} {:>7} {:>14} {:>14} {:>7}",
-        "library", "load sys µs", "glibc", "floor", "unload sys µs", "glibc", "floor"
+        "ratio a loader doing that same kernel work would reach with no user-space time at all"
+    );
+    println!(
+        "{:<34} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>7}",
+        "library", "cycle µs", "glibc", "kernel µs", "glibc", "user µs", "glibc", "floor"
     );
     for r in &rows {
-        println!(
-            "{:<34} {:>12.1} {:>12.1} {:>7.2} {:>14.1} {:>14.1} {:>7.2}",
-            r.name,
-            r.so_sys.0,
-            r.gl_sys.0,
-            ratio(r.gl_sys.0, r.gl_mean.0),
-            r.so_sys.1,
-            r.gl_sys.1,
-            ratio(r.gl_sys.1, r.gl_mean.1),
-        );
+        match (r.so_kernel, r.gl_kernel) {
+            (Some((sc, sk)), Some((gc, gk))) => println!(
+                "{:<34} {:>10.1} {:>10.1} {:>12.1} {:>10.1} {:>10.1} {:>10.1} {:>7.2}",
+                r.name,
+                sc,
+                gc,
+                sc * sk,
+                gc * gk,
+                sc * (1.0 - sk),
+                gc * (1.0 - gk),
+                gk
+            ),
+            _ => println!("{:<34} (perf record unavailable)", r.name),
+        }
     }
     println!();
     println!("first load in a fresh process (what the relocation cache is for), medians of 31 processes each:");
