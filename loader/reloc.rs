@@ -242,7 +242,12 @@ impl Relocator<'_> {
                         irelative.push((t, base.wrapping_add(addend as usize)))
                     }
                     RelocKind::Absolute | RelocKind::GlobDat | RelocKind::JumpSlot => {
-                        match self.resolve(sym, &mut cache, &mut memo)? {
+                        // Resolved before (the common case): no call.
+                        let r = match cache.by_sym.get(sym) {
+                            Some(&Resolved::Value(v)) => Resolved::Value(v),
+                            _ => self.resolve(sym, &mut cache, &mut memo)?,
+                        };
+                        match r {
                             Resolved::Value(v) => {
                                 let v = if kind == RelocKind::Absolute { v.wrapping_add(addend as usize) } else { v };
                                 // Relocation cache: note whether the value is
