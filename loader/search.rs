@@ -24,7 +24,6 @@
 
 use std::ffi::{CStr, OsStr};
 use std::fs::{File, OpenOptions};
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -73,8 +72,9 @@ pub(crate) struct SearchConfig {
     /// The system directories, searched last.
     pub system_dirs: Vec<PathBuf>,
     /// Subdirectories probed in every directory, best first; the last one,
-    /// `""`, is the directory itself.
-    pub subdirs: Vec<String>,
+    /// `""`, is the directory itself. `None`: this host's, worked out on
+    /// first use (a load that searches no directory never needs them).
+    pub subdirs: Option<Vec<String>>,
 }
 
 impl SearchConfig {
@@ -98,7 +98,15 @@ impl SearchConfig {
             library_path,
             cache: Some(PathBuf::from(LD_SO_CACHE)),
             system_dirs: SYSTEM_DIRS.iter().map(PathBuf::from).collect(),
-            subdirs: host().subdirs.clone(),
+            subdirs: None,
+        }
+    }
+
+    /// The subdirectories probed in every directory (see `subdirs`).
+    pub(crate) fn subdirs(&self) -> &[String] {
+        match &self.subdirs {
+            Some(s) => s,
+            None => &host().subdirs,
         }
     }
 }
@@ -242,7 +250,7 @@ fn search_dirs(
         (path.runpath, "RUNPATH"),
     ];
     for (dirs, source) in lists {
-        if let Some(found) = p.try_dirs(name, dirs, &config.subdirs, source) {
+        if let Some(found) = p.try_dirs(name, dirs, config.subdirs(), source) {
             return Some(found);
         }
     }
@@ -255,7 +263,7 @@ fn search_dirs(
     if path.nodeflib {
         return None;
     }
-    p.try_dirs(name, &config.system_dirs, &config.subdirs, "default")
+    p.try_dirs(name, &config.system_dirs, config.subdirs(), "default")
 }
 
 /// A `DT_NEEDED` name with its dynamic string tokens expanded against the
@@ -317,7 +325,12 @@ fn env_library_path() -> Vec<PathBuf> {
     let Some(value) = std::env::var_os("LD_LIBRARY_PATH") else {
         return Vec::new();
     };
-    let exe = std::env::current_exe().ok();
+    // The executable's path (a `readlink` of /proc/self/exe) only if an
+    // entry may use `$ORIGIN`.
+    let names_origin = value.as_bytes().windows(6).any(|w| w == b"ORIGIN");
+    let exe = names_origin
+        .then(std::env::current_exe)
+        .and_then(|e| e.ok());
     let origin = exe
         .as_deref()
         .and_then(Path::parent)
@@ -352,9 +365,15 @@ fn push_dir(dirs: &mut Vec<PathBuf>, mut dir: &[u8]) {
     }
 }
 
-/// [`expand`] with this process's secure-execution mode and platform.
+/// [`expand`] with this process's secure-execution mode and platform (the
+/// platform is worked out only for an entry that may name it).
 fn expand_here(entry: &[u8], origin: Option<&[u8]>) -> Option<Vec<u8>> {
-    expand(entry, origin, secure(), host().platform.as_deref())
+    let platform = if entry.windows(8).any(|w| w == b"PLATFORM") {
+        host().platform.as_deref()
+    } else {
+        None
+    };
+    expand(entry, origin, secure(), platform)
 }
 
 /// glibc's `_dl_dst_substitute`. `origin` is `None` when unknown.
@@ -444,11 +463,16 @@ fn host() -> &'static Host {
 impl Host {
     /// glibc's `init_cpu_features` and `_dl_important_hwcaps`, for x86-64.
     fn detect() -> Host {
-        let isa = isa_level();
+        Host::with(&Cpu::detect())
+    }
+
+    /// The host as glibc sees it with these CPU features.
+    fn with(cpu: &Cpu) -> Host {
+        let isa = isa_level(cpu);
         let mut hwcap = HWCAP_X86_64;
         let mut platform = at_platform();
         if is_intel() {
-            intel_platform(&mut hwcap, &mut platform);
+            intel_platform(cpu, &mut hwcap, &mut platform);
         }
         Host::new(isa, hwcap, platform)
     }
@@ -527,31 +551,206 @@ fn has_lahf_sahf() -> bool {
     cpuid(0x8000_0000).eax >= 0x8000_0001 && cpuid(0x8000_0001).ecx & 1 != 0
 }
 
+/// glibc's `CPUID_INDEX_1`: `cpuid(1)`.
+const LEAF_1: u32 = 0;
+/// glibc's `CPUID_INDEX_7`: `cpuid(7, 0)`.
+const LEAF_7: u32 = 1;
+/// glibc's `CPUID_INDEX_80000001`: `cpuid(0x80000001)`.
+const LEAF_80000001: u32 = 2;
+/// `cpuid_register_index_ebx`.
+const EBX: usize = 1;
+/// `cpuid_register_index_ecx`.
+const ECX: usize = 2;
+
+/// The CPU features the search depends on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Feature {
+    Cmpxchg16b,
+    LahfSahf,
+    Popcnt,
+    Sse3,
+    Ssse3,
+    Sse41,
+    Sse42,
+    Avx,
+    Avx2,
+    Bmi1,
+    Bmi2,
+    F16c,
+    Fma,
+    Lzcnt,
+    Movbe,
+    Xsave,
+    Avx512f,
+    Avx512bw,
+    Avx512cd,
+    Avx512dq,
+    Avx512vl,
+    Avx512er,
+    Avx512pf,
+}
+
+impl Feature {
+    /// Every feature, for tests.
+    #[cfg(test)]
+    const ALL: [Feature; 23] = [
+        Feature::Cmpxchg16b,
+        Feature::LahfSahf,
+        Feature::Popcnt,
+        Feature::Sse3,
+        Feature::Ssse3,
+        Feature::Sse41,
+        Feature::Sse42,
+        Feature::Avx,
+        Feature::Avx2,
+        Feature::Bmi1,
+        Feature::Bmi2,
+        Feature::F16c,
+        Feature::Fma,
+        Feature::Lzcnt,
+        Feature::Movbe,
+        Feature::Xsave,
+        Feature::Avx512f,
+        Feature::Avx512bw,
+        Feature::Avx512cd,
+        Feature::Avx512dq,
+        Feature::Avx512vl,
+        Feature::Avx512er,
+        Feature::Avx512pf,
+    ];
+
+    /// Where the feature's bit is: glibc's CPUID index, register, bit.
+    fn location(self) -> (u32, usize, u32) {
+        use Feature::*;
+        match self {
+            Cmpxchg16b => (LEAF_1, ECX, 13),
+            LahfSahf => (LEAF_80000001, ECX, 0),
+            Popcnt => (LEAF_1, ECX, 23),
+            Sse3 => (LEAF_1, ECX, 0),
+            Ssse3 => (LEAF_1, ECX, 9),
+            Sse41 => (LEAF_1, ECX, 19),
+            Sse42 => (LEAF_1, ECX, 20),
+            Avx => (LEAF_1, ECX, 28),
+            Avx2 => (LEAF_7, EBX, 5),
+            Bmi1 => (LEAF_7, EBX, 3),
+            Bmi2 => (LEAF_7, EBX, 8),
+            F16c => (LEAF_1, ECX, 29),
+            Fma => (LEAF_1, ECX, 12),
+            Lzcnt => (LEAF_80000001, ECX, 5),
+            Movbe => (LEAF_1, ECX, 22),
+            Xsave => (LEAF_1, ECX, 26),
+            Avx512f => (LEAF_7, EBX, 16),
+            Avx512bw => (LEAF_7, EBX, 30),
+            Avx512cd => (LEAF_7, EBX, 28),
+            Avx512dq => (LEAF_7, EBX, 17),
+            Avx512vl => (LEAF_7, EBX, 31),
+            Avx512er => (LEAF_7, EBX, 27),
+            Avx512pf => (LEAF_7, EBX, 26),
+        }
+    }
+
+    /// Whether the CPU has it and the OS enabled it, by `cpuid` (Rust's
+    /// feature detection).
+    fn by_cpuid(self) -> bool {
+        use std::arch::is_x86_feature_detected as has;
+        use Feature::*;
+        match self {
+            Cmpxchg16b => has!("cmpxchg16b"),
+            LahfSahf => has_lahf_sahf(),
+            Popcnt => has!("popcnt"),
+            Sse3 => has!("sse3"),
+            Ssse3 => has!("ssse3"),
+            Sse41 => has!("sse4.1"),
+            Sse42 => has!("sse4.2"),
+            Avx => has!("avx"),
+            Avx2 => has!("avx2"),
+            Bmi1 => has!("bmi1"),
+            Bmi2 => has!("bmi2"),
+            F16c => has!("f16c"),
+            Fma => has!("fma"),
+            Lzcnt => has!("lzcnt"),
+            Movbe => has!("movbe"),
+            Xsave => has!("xsave"),
+            Avx512f => has!("avx512f"),
+            Avx512bw => has!("avx512bw"),
+            Avx512cd => has!("avx512cd"),
+            Avx512dq => has!("avx512dq"),
+            Avx512vl => has!("avx512vl"),
+            Avx512er => has!("avx512er"),
+            Avx512pf => has!("avx512pf"),
+        }
+    }
+}
+
+/// glibc's `struct cpuid_feature` (`<sys/platform/x86.h>`): one CPUID
+/// leaf's registers as the CPU reports them, and the bits glibc found
+/// usable (CPU and OS support, tunables applied).
+#[repr(C)]
+struct CpuidFeature {
+    cpuid: [u32; 4],
+    active: [u32; 4],
+}
+
+/// Where the features come from.
+enum Cpu {
+    /// glibc's own record of the leaves this module reads (`active`
+    /// registers by [`Feature::location`] index), as `init_cpu_features`
+    /// left it in `ld.so`: no `cpuid` instruction, which traps to the
+    /// hypervisor in a virtual machine (microseconds each).
+    Glibc([[u32; 4]; 3]),
+    /// Rust's `cpuid`-based detection, where glibc does not export
+    /// `__x86_get_cpuid_feature_leaf` (before 2.33).
+    Cpuid,
+}
+
+impl Cpu {
+    /// glibc's record if it has one, else `cpuid`.
+    fn detect() -> Cpu {
+        type GetLeaf = unsafe extern "C" fn(u32) -> *const CpuidFeature;
+        let name = c"__x86_get_cpuid_feature_leaf";
+        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only
+        // looks the name up.
+        let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+        if f.is_null() {
+            return Cpu::Cpuid;
+        }
+        // SAFETY: glibc's `__x86_get_cpuid_feature_leaf` has this type
+        // (`const struct cpuid_feature *(unsigned int)`).
+        let get: GetLeaf = unsafe { std::mem::transmute::<*mut libc::c_void, GetLeaf>(f) };
+        let mut leaves = [[0u32; 4]; 3];
+        for (i, leaf) in (0u32..).zip(leaves.iter_mut()) {
+            // SAFETY: glibc returns a pointer to its static, initialised
+            // record for any index (a zeroed one past its last).
+            let p = unsafe { get(i) };
+            if p.is_null() {
+                return Cpu::Cpuid;
+            }
+            // SAFETY: non-null: a valid, immutable `struct cpuid_feature`.
+            *leaf = unsafe { (*p).active };
+        }
+        Cpu::Glibc(leaves)
+    }
+
+    /// Whether `f` is usable.
+    fn has(&self, f: Feature) -> bool {
+        match self {
+            Cpu::Glibc(leaves) => {
+                let (leaf, reg, bit) = f.location();
+                leaves[leaf as usize][reg] >> bit & 1 != 0
+            }
+            Cpu::Cpuid => f.by_cpuid(),
+        }
+    }
+}
+
 /// The CPU's `ISA_*` bits, as glibc's `get_isa_level` (every x86-64 CPU
 /// has the baseline).
-fn isa_level() -> u32 {
-    use std::arch::is_x86_feature_detected as has;
-    let v2 = has!("cmpxchg16b")
-        && has_lahf_sahf()
-        && has!("popcnt")
-        && has!("sse3")
-        && has!("ssse3")
-        && has!("sse4.1")
-        && has!("sse4.2");
-    let v3 = has!("avx")
-        && has!("avx2")
-        && has!("bmi1")
-        && has!("bmi2")
-        && has!("f16c")
-        && has!("fma")
-        && has!("lzcnt")
-        && has!("movbe")
-        && has!("xsave");
-    let v4 = has!("avx512f")
-        && has!("avx512bw")
-        && has!("avx512cd")
-        && has!("avx512dq")
-        && has!("avx512vl");
+fn isa_level(cpu: &Cpu) -> u32 {
+    use Feature::*;
+    let all = |fs: &[Feature]| fs.iter().all(|&f| cpu.has(f));
+    let v2 = all(&[Cmpxchg16b, LahfSahf, Popcnt, Sse3, Ssse3, Sse41, Sse42]);
+    let v3 = all(&[Avx, Avx2, Bmi1, Bmi2, F16c, Fma, Lzcnt, Movbe, Xsave]);
+    let v4 = all(&[Avx512f, Avx512bw, Avx512cd, Avx512dq, Avx512vl]);
     match (v2, v3, v4) {
         (false, _, _) => ISA_BASELINE,
         (true, false, _) => ISA_BASELINE | ISA_V2,
@@ -562,25 +761,22 @@ fn isa_level() -> u32 {
 
 /// glibc 2.36's `init_cpu_features` on Intel: AVX-512 adds the `avx512_1`
 /// hwcap, and the platform becomes "xeon_phi" or "haswell".
-fn intel_platform(hwcap: &mut u64, platform: &mut Option<String>) {
-    use std::arch::is_x86_feature_detected as has;
+fn intel_platform(cpu: &Cpu, hwcap: &mut u64, platform: &mut Option<String>) {
+    use Feature::*;
+    let has = |f| cpu.has(f);
     let mut name = None;
-    if has!("avx512cd") {
-        if has!("avx512er") {
-            if has!("avx512pf") {
+    if has(Avx512cd) {
+        if has(Avx512er) {
+            if has(Avx512pf) {
                 name = Some("xeon_phi");
             }
-        } else if has!("avx512bw") && has!("avx512dq") && has!("avx512vl") {
+        } else if has(Avx512bw) && has(Avx512dq) && has(Avx512vl) {
             *hwcap |= HWCAP_AVX512_1;
         }
     }
-    let haswell = has!("avx2")
-        && has!("fma")
-        && has!("bmi1")
-        && has!("bmi2")
-        && has!("lzcnt")
-        && has!("movbe")
-        && has!("popcnt");
+    let haswell = [Avx2, Fma, Bmi1, Bmi2, Lzcnt, Movbe, Popcnt]
+        .iter()
+        .all(|&f| has(f));
     if name.is_none() && haswell {
         name = Some("haswell");
     }
@@ -624,23 +820,60 @@ const EXT_MAGIC: u32 = 0xeaa4_2174;
 /// `cache_extension_tag_glibc_hwcaps`.
 const EXT_TAG_HWCAPS: u32 = 1;
 
-/// One x86-64 entry of `ld.so.cache`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct CacheEntry {
+/// One x86-64 entry of `ld.so.cache`, in place in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CacheEntry<'a> {
     /// The library name (its soname).
-    key: Vec<u8>,
+    key: &'a [u8],
     /// The file.
-    value: PathBuf,
+    value: &'a [u8],
     /// Legacy hwcap bits, or a `glibc-hwcaps` subdirectory index with
     /// `DL_CACHE_HWCAP_EXTENSION` (bit 62) and an ISA level (bits 32..42).
     hwcap: u64,
 }
 
-/// A parsed `ld.so.cache`: its x86-64 entries in file order.
-#[derive(Debug, Default)]
+/// The bytes of an `ld.so.cache`.
+enum CacheBytes {
+    /// The file, mapped read-only (as glibc's `ld.so` maps it).
+    Mapped(memmap2::Mmap),
+    /// A copy (tests, and an empty file, which cannot be mapped).
+    #[cfg_attr(not(test), allow(dead_code))]
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for CacheBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            CacheBytes::Mapped(m) => m,
+            CacheBytes::Owned(v) => v,
+        }
+    }
+}
+
+/// Where a cache's entry table is, its headers checked.
+#[derive(Debug, Clone, Copy, Default)]
+enum Layout {
+    /// No usable header: no entries.
+    #[default]
+    Empty,
+    /// The old format: `nlibs` entries of 12 bytes after its header, the
+    /// strings (relative to `strings`) after them.
+    Old { nlibs: usize, strings: usize },
+    /// The new format, its header at `base`: `nlibs` entries of 24 bytes
+    /// after it, strings relative to `base`.
+    New { base: usize, nlibs: usize },
+}
+
+/// An `ld.so.cache`: its bytes, with the headers checked once. Entries are
+/// read in place by each lookup (a linear walk, as names compare exactly;
+/// no entry is copied).
 struct Cache {
-    /// The entries, in file order.
-    entries: Vec<CacheEntry>,
+    /// The file's bytes.
+    bytes: CacheBytes,
+    /// Where its entries are.
+    layout: Layout,
     /// The `glibc-hwcaps` subdirectory names, by index (`None` if unreadable).
     hwcaps: Vec<Option<Vec<u8>>>,
 }
@@ -657,6 +890,16 @@ struct FileId {
     stat: (u64, u64, u64, i64, i64),
 }
 
+impl FileId {
+    /// `path` with the identity in `m`.
+    fn new(path: &Path, m: &std::fs::Metadata) -> FileId {
+        FileId {
+            path: path.to_path_buf(),
+            stat: (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()),
+        }
+    }
+}
+
 /// Looks `name` up in the cache at `path`.
 fn cache_lookup(path: &Path, name: &[u8]) -> Option<PathBuf> {
     load_cache(path)?
@@ -664,45 +907,105 @@ fn cache_lookup(path: &Path, name: &[u8]) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-/// The cache at `path`, parsed once per process and again whenever the
-/// file changes (another inode, size or modification time).
+/// The cache at `path`, mapped and checked once per process and again
+/// whenever the file changes (another inode, size or modification time;
+/// `ldconfig` replaces the file by renaming a new one over it). A lookup
+/// of an unchanged file costs one `stat`.
 fn load_cache(path: &Path) -> Option<Arc<Cache>> {
     static SLOT: Mutex<CacheSlot> = Mutex::new(None);
-    let mut file = open_regular(path)?;
-    let m = file.metadata().ok()?;
-    let id = FileId {
-        path: path.to_path_buf(),
-        stat: (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()),
-    };
+    let m = std::fs::metadata(path).ok()?;
+    if !m.is_file() {
+        return None;
+    }
     let mut slot = SLOT.lock().unwrap_or_else(PoisonError::into_inner);
     if let Some((have, cache)) = slot.as_ref() {
-        if *have == id {
+        if *have == FileId::new(path, &m) {
             return Some(Arc::clone(cache));
         }
     }
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).ok()?;
-    let cache = Arc::new(parse_cache(&bytes));
+    // The identity is the opened file's: the one that is mapped.
+    let file = open_regular(path)?;
+    let id = FileId::new(path, &file.metadata().ok()?);
+    let bytes = if id.stat.2 == 0 {
+        CacheBytes::Owned(Vec::new())
+    } else {
+        // SAFETY: a read-only private mapping of a regular file, as glibc's
+        // `ld.so` maps this file. `ldconfig` never rewrites it in place: it
+        // writes a new file and renames it over this one, which leaves this
+        // mapping's inode untouched. Every read of it is bounds-checked.
+        CacheBytes::Mapped(unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) }.ok()?)
+    };
+    let cache = Arc::new(Cache::parse(bytes));
     *slot = Some((id, Arc::clone(&cache)));
     Some(cache)
 }
 
-/// Parses an `ld.so.cache`: the new format alone, the old format alone,
-/// or the old format with the new one after it. Anything malformed in the
-/// headers gives an empty cache; a malformed entry is dropped.
+/// Parses a copy of `b` (tests).
+#[cfg(test)]
 fn parse_cache(b: &[u8]) -> Cache {
-    let cache = if b.starts_with(MAGIC_NEW) {
-        parse_new(b, 0)
-    } else if b.starts_with(MAGIC_OLD) {
-        parse_old(b)
-    } else {
-        None
-    };
-    cache.unwrap_or_default()
+    Cache::parse(CacheBytes::Owned(b.to_vec()))
+}
+
+impl Cache {
+    /// Checks the headers: the new format alone, the old format alone, or
+    /// the old format with the new one after it. Anything malformed in the
+    /// headers gives an empty cache; a malformed entry is skipped by
+    /// lookups.
+    fn parse(bytes: CacheBytes) -> Cache {
+        let b: &[u8] = &bytes;
+        let parsed = if b.starts_with(MAGIC_NEW) {
+            parse_new(b, 0)
+        } else if b.starts_with(MAGIC_OLD) {
+            parse_old(b)
+        } else {
+            None
+        };
+        let (layout, hwcaps) = parsed.unwrap_or_default();
+        Cache {
+            bytes,
+            layout,
+            hwcaps,
+        }
+    }
+
+    /// The x86-64 entries, in file order.
+    fn entries(&self) -> impl Iterator<Item = CacheEntry<'_>> + '_ {
+        let b: &[u8] = &self.bytes;
+        let (n, at, size, strings): (usize, usize, usize, &[u8]) = match self.layout {
+            Layout::Empty => (0, 0, 0, &[]),
+            Layout::Old { nlibs, strings } => (
+                nlibs,
+                OLD_HEADER,
+                OLD_ENTRY,
+                b.get(strings..).unwrap_or(&[]),
+            ),
+            Layout::New { base, nlibs } => (
+                nlibs,
+                base + NEW_HEADER,
+                NEW_ENTRY,
+                b.get(base..).unwrap_or(&[]),
+            ),
+        };
+        (0..n).filter_map(move |i| {
+            let off = at + i * size;
+            let hwcap = if size == NEW_ENTRY {
+                u64_at(b, off + 16)?
+            } else {
+                0
+            };
+            entry(
+                strings,
+                u32_at(b, off)?,
+                u32_at(b, off + 4)?,
+                u32_at(b, off + 8)?,
+                hwcap,
+            )
+        })
+    }
 }
 
 /// The old format, or the new one hidden in its string table.
-fn parse_old(b: &[u8]) -> Option<Cache> {
+fn parse_old(b: &[u8]) -> Option<(Layout, Vec<Option<Vec<u8>>>)> {
     let nlibs = u32_at(b, 12)? as usize;
     if b.len() <= OLD_HEADER || (b.len() - OLD_HEADER) / OLD_ENTRY < nlibs {
         return None;
@@ -712,27 +1015,20 @@ fn parse_old(b: &[u8]) -> Option<Cache> {
     if b.get(new_at..).is_some_and(|h| h.starts_with(MAGIC_NEW)) {
         return parse_new(b, new_at);
     }
-    let strings = b.get(end..)?;
-    let entries = (0..nlibs).filter_map(|i| {
-        let off = OLD_HEADER + i * OLD_ENTRY;
-        entry(
-            strings,
-            u32_at(b, off)?,
-            u32_at(b, off + 4)?,
-            u32_at(b, off + 8)?,
-            0,
-        )
-    });
-    Some(Cache {
-        entries: entries.collect(),
-        hwcaps: Vec::new(),
-    })
+    b.get(end..)?;
+    Some((
+        Layout::Old {
+            nlibs,
+            strings: end,
+        },
+        Vec::new(),
+    ))
 }
 
 /// The new format, its header at `base`. Entries' strings are relative to
 /// the header; the extension directory and the hwcaps names are relative to
 /// the file, as glibc 2.36's `ld.so` reads them.
-fn parse_new(b: &[u8], base: usize) -> Option<Cache> {
+fn parse_new(b: &[u8], base: usize) -> Option<(Layout, Vec<Option<Vec<u8>>>)> {
     let h = b.get(base..)?;
     let nlibs = u32_at(h, 20)? as usize;
     let flags = *h.get(28)?;
@@ -740,31 +1036,17 @@ fn parse_new(b: &[u8], base: usize) -> Option<Cache> {
     if h.len() < NEW_HEADER || !endian_ok || (h.len() - NEW_HEADER) / NEW_ENTRY < nlibs {
         return None;
     }
-    let entries = (0..nlibs).filter_map(|i| {
-        let off = NEW_HEADER + i * NEW_ENTRY;
-        entry(
-            h,
-            u32_at(h, off)?,
-            u32_at(h, off + 4)?,
-            u32_at(h, off + 8)?,
-            u64_at(h, off + 16)?,
-        )
-    });
-    Some(Cache {
-        entries: entries.collect(),
-        hwcaps: hwcaps_names(b, u32_at(h, 32)? as usize),
-    })
+    Some((
+        Layout::New { base, nlibs },
+        hwcaps_names(b, u32_at(h, 32)? as usize),
+    ))
 }
 
 /// One entry, if it is for x86-64 and its strings are in `strings`.
-fn entry(strings: &[u8], flags: u32, key: u32, value: u32, hwcap: u64) -> Option<CacheEntry> {
+fn entry(strings: &[u8], flags: u32, key: u32, value: u32, hwcap: u64) -> Option<CacheEntry<'_>> {
     let key = cstr_at(strings, key as usize)?;
     let value = cstr_at(strings, value as usize)?;
-    (flags == FLAGS_X86_64 && !value.is_empty()).then(|| CacheEntry {
-        key: key.to_vec(),
-        value: bytes_to_path(value),
-        hwcap,
-    })
+    (flags == FLAGS_X86_64 && !value.is_empty()).then_some(CacheEntry { key, value, hwcap })
 }
 
 /// The `glibc-hwcaps` names from the extension directory at file offset
@@ -811,8 +1093,8 @@ impl Cache {
     fn lookup(&self, name: &[u8], host: &Host) -> Option<&Path> {
         let exclude = !(host.hwcap | HWCAP_PLATFORMS | HWCAP_TLS);
         let platform = platform_bit(host.platform.as_deref());
-        let mut best: Option<(&Path, u32)> = None;
-        for e in self.entries.iter().filter(|e| e.key == name) {
+        let mut best: Option<(&[u8], u32)> = None;
+        for e in self.entries().filter(|e| e.key == name) {
             let named = is_hwcaps_entry(e.hwcap);
             if named && !isa_compatible(e.hwcap, host.isa) {
                 continue;
@@ -828,14 +1110,14 @@ impl Cache {
                 continue;
             }
             if !named {
-                return Some(&e.value);
+                return Some(Path::new(OsStr::from_bytes(e.value)));
             }
             let prio = self.priority(e.hwcap as u32, host);
             if prio != 0 && best.is_none_or(|(_, b)| prio < b) {
-                best = Some((&e.value, prio));
+                best = Some((e.value, prio));
             }
         }
-        best.map(|(p, _)| p)
+        best.map(|(p, _)| Path::new(OsStr::from_bytes(p)))
     }
 
     /// The preference of `glibc-hwcaps` subdirectory `index` (1 is best), 0
@@ -970,7 +1252,7 @@ mod tests {
             library_path: library_path.iter().map(|p| p.to_path_buf()).collect(),
             cache: None,
             system_dirs: system_dirs.iter().map(|p| p.to_path_buf()).collect(),
-            subdirs: subdirs.iter().map(|s| s.to_string()).collect(),
+            subdirs: Some(subdirs.iter().map(|s| s.to_string()).collect()),
         }
     }
 
@@ -1022,7 +1304,7 @@ mod tests {
         };
         let x86_64 = lines.iter().filter(|l| l.1.contains("x86-64")).count();
         assert_eq!(
-            cache.entries.len(),
+            cache.entries().count(),
             x86_64,
             "one entry per x86-64 line of ldconfig -p"
         );
@@ -1076,7 +1358,7 @@ mod tests {
             };
             let cache = parse_cache(&fs::read(&out).expect("read cache"));
             assert_eq!(
-                cache.entries.len(),
+                cache.entries().count(),
                 lines.iter().filter(|l| l.1.contains("x86-64")).count()
             );
             let plain = lines
@@ -1192,7 +1474,7 @@ mod tests {
         for old in [false, true] {
             let cache = parse_cache(&build_cache(&entries, &[], old));
             assert_eq!(
-                cache.entries.len(),
+                cache.entries().count(),
                 3,
                 "only x86-64 entries are kept (old = {old})"
             );
@@ -1213,7 +1495,7 @@ mod tests {
         // The old format alone.
         let old = build_old_cache(&entries);
         let cache = parse_cache(&old);
-        assert_eq!(cache.entries.len(), 3);
+        assert_eq!(cache.entries().count(), 3);
         assert_eq!(
             cache.lookup(b"libfoo.so.1", &host_with(ISA_BASELINE)),
             Some(Path::new("/a/libfoo.so.1"))
@@ -1337,28 +1619,34 @@ mod tests {
             b"ld.so-1.7.0\0\xff\xff\xff\xff",
             b"ld.so-1.7.0\0\x01\0\0\0\x03\x03\0\0\0\0\0\0\xff\0\0\0",
         ] {
-            assert!(probe(bad).entries.is_empty());
+            assert!(probe(bad).entries().next().is_none());
         }
         let mut huge = good.clone();
         let new_at = (OLD_HEADER + 2 * OLD_ENTRY).next_multiple_of(8);
         huge[new_at + 20..new_at + 24].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(probe(&huge).entries.is_empty(), "nlibs beyond the file");
+        assert!(
+            probe(&huge).entries().next().is_none(),
+            "nlibs beyond the file"
+        );
         let mut big_endian = good.clone();
         big_endian[new_at + 28] = 3;
-        assert!(probe(&big_endian).entries.is_empty(), "big-endian cache");
+        assert!(
+            probe(&big_endian).entries().next().is_none(),
+            "big-endian cache"
+        );
         let mut dangling = good.clone();
         dangling[new_at + NEW_HEADER + 4..new_at + NEW_HEADER + 8]
             .copy_from_slice(&u32::MAX.to_le_bytes());
         let c = probe(&dangling);
         assert_eq!(
-            c.entries.len(),
+            c.entries().count(),
             1,
             "an entry with a key outside the file is dropped"
         );
         let mut unterminated = build_cache(&[(FLAGS_X86_64, "libm.so.6", "/m", 0)], &[], false);
         unterminated.pop();
         assert!(
-            probe(&unterminated).entries.is_empty(),
+            probe(&unterminated).entries().next().is_none(),
             "a value running off the end is dropped"
         );
         let mut bad_ext = good.clone();
@@ -1407,7 +1695,7 @@ mod tests {
         assert_eq!(r.expect("found"), mine);
         assert!(tries.iter().all(|t| t.1 == "LD_LIBRARY_PATH"));
         assert_eq!(tries.last(), Some(&(mine, "LD_LIBRARY_PATH", true)));
-        assert_eq!(tries.len(), 2 * c.subdirs.len());
+        assert_eq!(tries.len(), 2 * c.subdirs().len());
     }
 
     /// Searches `libz.so.1` with a library path holding a bad `libz.so.1` and checks it was skipped for the cache's.
@@ -1662,6 +1950,21 @@ mod tests {
     }
 
     #[test]
+    fn glibc_features_agree_with_cpuid() {
+        let glibc = Cpu::detect();
+        assert!(
+            matches!(glibc, Cpu::Glibc(_)),
+            "glibc 2.36 exports __x86_get_cpuid_feature_leaf"
+        );
+        for f in Feature::ALL {
+            assert_eq!(glibc.has(f), f.by_cpuid(), "{f:?}");
+        }
+        let (a, b) = (Host::with(&glibc), Host::with(&Cpu::Cpuid));
+        assert_eq!((a.isa, a.hwcap, &a.platform), (b.isa, b.hwcap, &b.platform));
+        assert_eq!(a.subdirs, b.subdirs);
+    }
+
+    #[test]
     fn legacy_and_hwcaps_subdirs() {
         let amd = Host::new(ISA_BASELINE | ISA_V2, HWCAP_X86_64, Some("x86_64".into()));
         let want = [
@@ -1735,7 +2038,7 @@ mod tests {
                 return;
             };
             let ours: Vec<PathBuf> = find(name, &c).1.into_iter().map(|t| t.0).collect();
-            assert!(glibc.len() > 2 * c.subdirs.len(), "{glibc:?}");
+            assert!(glibc.len() > 2 * c.subdirs().len(), "{glibc:?}");
             assert_eq!(ours, glibc, "{name}");
         }
     }
