@@ -4,10 +4,14 @@
 //! ld.so, …) form the global scope that imports are resolved against
 //! first, as glibc's `dlopen(RTLD_LOCAL)` does. Rather than one `dlsym`
 //! per import (which hides versions, types and sizes, and takes glibc's
-//! lock every time), soloader walks them once with `dl_iterate_phdr` and
-//! reads each one's `.dynsym`, hash and version tables with the same
-//! validated code it uses for its own libraries. The index is rebuilt when
-//! `dlpi_adds`/`dlpi_subs` say the set changed.
+//! lock every time), soloader walks them with `dl_iterate_phdr` and reads
+//! each one's `.dynsym`, hash and version tables with the same validated
+//! code it uses for its own libraries. The walk reads only each object's
+//! dynamic section (its name, `DT_SONAME` and `DT_NEEDED`); the symbol and
+//! version tables of an object are read and validated the first time a
+//! lookup needs them, so objects no lookup visits (the vDSO, libraries the
+//! host opened for itself) cost next to nothing. The index is rebuilt
+//! when `dlpi_adds`/`dlpi_subs` say the set changed.
 //!
 //! Libraries of the glibc family (and `libgcc_s`, `libstdc++`) are never
 //! loaded by soloader: a second libc in one process breaks malloc, stdio,
@@ -15,14 +19,16 @@
 //! have yet, the system loader loads it ([`ensure_loaded`]).
 
 use std::ffi::{CStr, CString};
+use std::ops::Deref;
 use std::os::raw::{c_int, c_void};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use goblin::elf::program_header::{PT_DYNAMIC, PT_LOAD};
 
-use crate::elf::dynamic::{DynInfo, Tables};
-use crate::elf::hash::SymTab;
+use crate::elf::dynamic::{cstr_at, DynInfo, Tables};
+use crate::elf::hash::{HashTable, SymTab};
 use crate::elf::versions::VersionTable;
 use crate::elf::{LoadSegment, View};
 use crate::error::{Error, Result};
@@ -35,10 +41,10 @@ pub(crate) struct HostObject {
     pub soname: Option<String>,
     /// Load bias.
     pub base: usize,
-    /// Its dynamic symbols.
-    pub symtab: SymTab<'static>,
-    /// Its version definitions.
-    pub versions: VersionTable,
+    /// Its dynamic symbols (read on first use).
+    pub symtab: Symbols,
+    /// Its version definitions (read with the symbols).
+    pub versions: Versions,
     /// glibc's TLS module id (0 = no TLS).
     pub tls_modid: usize,
     /// For static TLS: the block's offset from the thread pointer (the
@@ -63,6 +69,97 @@ pub(crate) struct HostIndex {
     pub global: Vec<Arc<HostObject>>,
     adds: u64,
     subs: u64,
+}
+
+/// A host object's symbol and version tables, read and validated (with
+/// [`Tables::parse`], as for soloader's own libraries) on first use.
+struct LazyTables {
+    /// The object's name, for errors.
+    path: PathBuf,
+    /// Its mapped image.
+    view: View<'static>,
+    /// Its dynamic section, read when indexed.
+    dynamic: DynInfo,
+    /// The tables, once read.
+    tables: OnceLock<(SymTab<'static>, VersionTable)>,
+}
+
+impl LazyTables {
+    /// The tables, read now if this is the first use. An object whose
+    /// tables do not validate has no symbols and no versions (it is never
+    /// a definition), as if it were not in the index.
+    fn get(&self) -> &(SymTab<'static>, VersionTable) {
+        self.tables.get_or_init(
+            || match Tables::parse(&self.path, &self.view, &self.dynamic) {
+                Ok(t) => (t.symtab, t.versions),
+                Err(_) => (no_symbols(), VersionTable::default()),
+            },
+        )
+    }
+}
+
+/// A host object's dynamic symbols, read on first use (dereferences to
+/// the [`SymTab`]).
+pub(crate) struct Symbols(Arc<LazyTables>);
+
+impl Deref for Symbols {
+    type Target = SymTab<'static>;
+
+    fn deref(&self) -> &SymTab<'static> {
+        &self.0.get().0
+    }
+}
+
+/// A host object's versions, read with its symbols (dereferences to the
+/// [`VersionTable`]).
+pub(crate) struct Versions(Arc<LazyTables>);
+
+impl Deref for Versions {
+    type Target = VersionTable;
+
+    fn deref(&self) -> &VersionTable {
+        &self.0.get().1
+    }
+}
+
+/// An empty symbol table: a one-bucket SysV hash table whose only chain is
+/// empty, over the null symbol.
+fn no_symbols() -> SymTab<'static> {
+    /// `DT_HASH` (nbucket 1, nchain 1, bucket 0, chain 0) at 0, the null
+    /// symbol at 16, an empty string table at 40.
+    static IMAGE: [u8; 48] = {
+        let mut b = [0u8; 48];
+        b[0] = 1;
+        b[4] = 1;
+        b
+    };
+    const SEGMENT: LoadSegment = LoadSegment {
+        index: 0,
+        vaddr: 0,
+        memsz: 48,
+        offset: 0,
+        filesz: 48,
+        flags: goblin::elf::program_header::PF_R,
+    };
+    let view = View::of_file(&IMAGE, &[SEGMENT]);
+    let path = Path::new("<no symbols>");
+    let table = || -> Option<SymTab<'static>> {
+        let hash = HashTable::parse(path, &view, None, Some(0)).ok()?;
+        let syms = view.table(16, 1)?;
+        let strtab = view.bytes(40, 1)?;
+        Some(SymTab::new(
+            syms,
+            strtab,
+            hash,
+            None,
+            &VersionTable::default(),
+        ))
+    };
+    match table() {
+        Some(t) => t,
+        // The image above is a constant that parses (see the tests).
+        None => unreachable!("the empty symbol table image is valid"),
+    }
 }
 
 impl HostObject {
@@ -243,8 +340,10 @@ fn global_scope(objects: &[Arc<HostObject>]) -> Vec<Arc<HostObject>> {
     out
 }
 
-/// Reads one host object's dynamic symbols with the validated parser. An
-/// object whose tables do not validate is left out of the index.
+/// Indexes one host object: its dynamic section, `DT_SONAME` and
+/// `DT_NEEDED` now, its symbol and version tables on first use. An object
+/// whose dynamic section or names do not validate is left out of the
+/// index.
 fn index_one(name: String, r: &Raw) -> Option<HostObject> {
     let (dyn_vaddr, dyn_size) = r.dynamic?;
     // SAFETY: the system loader keeps these segments mapped readable while
@@ -257,14 +356,31 @@ fn index_one(name: String, r: &Raw) -> Option<HostObject> {
     // the vDSO's read-only .dynamic keeps link-time ones.
     let unbias = move |v: u64| if v >= base && base != 0 { v - base } else { v };
     let d = DynInfo::parse(&path, &view, dyn_vaddr, dyn_size, unbias).ok()?;
-    let t = Tables::parse(&path, &view, &d).ok()?;
+    // The names, checked as `Tables::parse` checks them.
+    let strtab = view.read_only().bytes(d.strtab?, d.strsz?)?;
+    let string = |off: u64| cstr_at(strtab, off).map(|s| String::from_utf8_lossy(s).into_owned());
+    let needed = d
+        .needed
+        .iter()
+        .map(|&o| string(o))
+        .collect::<Option<Vec<_>>>()?;
+    let soname = match d.soname {
+        Some(o) => Some(string(o)?),
+        None => None,
+    };
+    let tables = Arc::new(LazyTables {
+        path,
+        view,
+        dynamic: d,
+        tables: OnceLock::new(),
+    });
     Some(HostObject {
         name,
-        soname: t.soname.clone(),
+        soname,
         base: r.base,
-        symtab: t.symtab,
-        versions: t.versions,
-        needed: t.needed.clone(),
+        symtab: Symbols(Arc::clone(&tables)),
+        versions: Versions(tables),
+        needed,
         tls_modid: r.tls_modid,
         // dlpi_tls_data is this thread's block: for a module in glibc's
         // static TLS its distance from the thread pointer is the same in
@@ -317,11 +433,12 @@ const HOST_FAMILY: &[&str] = &[
 pub(crate) fn is_host_family(name: &str) -> bool {
     let base = Path::new(name)
         .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
+        .map(|f| f.as_bytes())
         .unwrap_or_default();
-    HOST_FAMILY
-        .iter()
-        .any(|stem| base == *stem || base.starts_with(&format!("{stem}.")))
+    HOST_FAMILY.iter().any(|stem| {
+        base.strip_prefix(stem.as_bytes())
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(b"."))
+    })
 }
 
 /// Handles of libraries soloader asked the system loader for; never closed.
@@ -385,4 +502,52 @@ pub(crate) fn ensure_loaded(name: &str) -> Result<(Arc<HostObject>, bool)> {
         name: name.into(),
         message: "loaded, but not found among the host's objects".into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::hash::Name;
+
+    #[test]
+    fn the_empty_symbol_table_finds_nothing() {
+        let t = no_symbols();
+        assert_eq!(t.len(), 1, "the null symbol only");
+        for name in [&b"memcpy"[..], b"", b"x"] {
+            assert!(t.lookup(&Name::new(name), None).is_none());
+        }
+    }
+
+    #[test]
+    fn host_family_names() {
+        for yes in [
+            "libc.so.6",
+            "/lib/x86_64-linux-gnu/libm.so.6",
+            "libc.so",
+            "ld-linux-x86-64.so.2",
+            "libstdc++.so.6",
+        ] {
+            assert!(is_host_family(yes), "{yes}");
+        }
+        for no in [
+            "libcrypto.so.3",
+            "libc.so6",
+            "libc.sox",
+            "mylibc.so.6",
+            "",
+            "/",
+        ] {
+            assert!(!is_host_family(no), "{no}");
+        }
+    }
+
+    #[test]
+    fn tables_are_read_when_a_lookup_needs_them() {
+        let ix = index();
+        let libc = ix.by_name("libc.so.6").expect("the host has libc");
+        assert!(libc.symtab.len() > 1000);
+        assert!(libc.symtab.0.tables.get().is_some(), "read now");
+        assert!(libc.versions.defines(b"GLIBC_2.2.5"));
+        assert!(libc.symtab.lookup(&Name::new(b"malloc"), None).is_some());
+    }
 }
