@@ -74,14 +74,17 @@
 //!
 //! The directory must be owned by the user and not writable by group or
 //! others (a checksum cannot stop someone who can write the directory):
-//! otherwise the load is refused with [`crate::Error::Unsupported`]. Every
+//! otherwise the load is refused with [`crate::Error::Unsupported`]
+//! (checked by every load, on the directory its path names then). Every
 //! file operation is relative to the directory's descriptor, opened once
-//! per load. A cache file must be a regular file owned by the user and not
-//! writable by others; its header is checked field by field against the
-//! library being loaded, and a checksum of the header and one of the page
-//! contents are verified before anything is mapped (the pages are read
-//! with `pread`, so a corrupt file never reaches the library's memory). A
-//! file that fails any check is ignored with a trace event
+//! per process and reused while the path still names that same directory
+//! and it has not been removed. A cache file must be a regular file owned
+//! by the user and not writable by others; its header is checked field by
+//! field against the library being loaded, and a checksum of the header
+//! and one of the page contents are verified before anything is mapped
+//! (the pages are read with `pread`, so a corrupt file never reaches the
+//! library's memory), by every load. A file that fails any check is
+//! ignored with a trace event
 //! ([`crate::Event::RelocationCache`]) and rewritten by this load: a bad
 //! file is never a reason to fail a load. (A load can still fail after a
 //! good file was accepted: if the kernel refuses one of the `MAP_FIXED`
@@ -120,7 +123,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use goblin::elf::program_header::{PF_W, PT_NOTE};
 
@@ -203,20 +206,31 @@ pub struct CacheUse {
 
 /// An open cache directory, checked to be safe to trust.
 pub(crate) struct Dir {
-    fd: OwnedFd,
+    fd: Arc<OwnedFd>,
     path: PathBuf,
     /// This process's effective uid, which must own the cache files.
     uid: libc::uid_t,
 }
 
+/// The cache directories this process has opened, by path: a later load
+/// with the same directory reuses the descriptor (one `stat` of the path
+/// and one `fstat` instead of `open`, `fstat` and `close`) while the path
+/// still names that same, undeleted directory.
+static OPENED: Mutex<Vec<(PathBuf, Arc<OwnedFd>)>> = Mutex::new(Vec::new());
+
 impl Dir {
     /// Opens (creating it, mode 0700, if missing) and checks the cache
     /// directory: it must be a directory owned by this user and not
-    /// writable by group or others.
+    /// writable by group or others. The check is made on every call, on
+    /// the directory the path names now.
     pub(crate) fn open(path: &Path) -> Result<Dir> {
         let c = CString::new(path.as_os_str().as_bytes()).map_err(|_| {
             Error::unsupported(path, "relocation cache directory name contains a NUL byte")
         })?;
+        let mut opened = OPENED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((st, fd)) = Self::reuse(&opened, path, &c) {
+            return Self::checked(path, fd, &st);
+        }
         let open = || {
             // SAFETY: a valid C string; the returned descriptor is owned below.
             let fd = unsafe {
@@ -246,6 +260,38 @@ impl Dir {
         };
         let st = fstat(fd.as_raw_fd())
             .map_err(|e| Error::io(path, "fstat relocation cache directory", e))?;
+        let fd = Arc::new(fd);
+        let dir = Self::checked(path, Arc::clone(&fd), &st)?;
+        opened.retain(|(p, _)| p != path);
+        opened.push((path.to_path_buf(), fd));
+        Ok(dir)
+    }
+
+    /// The descriptor of a directory opened earlier at `path` (`c`), and
+    /// the path's `stat`, if the path still names that directory and it
+    /// has not been removed (an inode number can be reused).
+    fn reuse(
+        opened: &[(PathBuf, Arc<OwnedFd>)],
+        path: &Path,
+        c: &CStr,
+    ) -> Option<(libc::stat, Arc<OwnedFd>)> {
+        let (_, fd) = opened.iter().find(|(p, _)| p == path)?;
+        // SAFETY: an all-zero stat is a valid value to be overwritten.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid C string and out-pointer.
+        if unsafe { libc::stat(c.as_ptr(), &mut st) } != 0 {
+            return None;
+        }
+        let held = fstat(fd.as_raw_fd()).ok()?;
+        let same = st.st_mode & libc::S_IFMT == libc::S_IFDIR
+            && (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+            && held.st_nlink > 0;
+        same.then(|| (st, Arc::clone(fd)))
+    }
+
+    /// `fd` as the cache directory, if `st` (its status) shows it is owned
+    /// by this user and not writable by group or others.
+    fn checked(path: &Path, fd: Arc<OwnedFd>, st: &libc::stat) -> Result<Dir> {
         // SAFETY: geteuid has no preconditions.
         let me = unsafe { libc::geteuid() };
         if st.st_uid != me {
@@ -391,7 +437,13 @@ impl Identity {
         if self.build_id.is_empty() {
             format!("file-{:016x}", hash_words(&self.stat[..5]))
         } else {
-            self.build_id.iter().map(|b| format!("{b:02x}")).collect()
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let mut s = String::with_capacity(2 * self.build_id.len());
+            for &b in &self.build_id {
+                s.push(char::from(HEX[usize::from(b >> 4)]));
+                s.push(char::from(HEX[usize::from(b & 15)]));
+            }
+            s
         }
     }
 
