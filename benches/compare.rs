@@ -589,7 +589,11 @@ fn main() {
             None => println!("{name:<34} (child processes failed)"),
         }
     }
-    let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench.json");
+    // In the target directory this run builds into.
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let out = target.join("bench.json");
     let text = format!("[\n  {}\n]\n", json.join(",\n  "));
     if std::fs::write(&out, text).is_ok() {
         println!("\nJSON: {}", out.display());

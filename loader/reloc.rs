@@ -170,7 +170,9 @@ impl Relocator<'_> {
         let key = (!self.tracer.on() && self.run_code).then(|| self.memo_key());
         let mut memo = key
             .as_ref()
-            .and_then(|k| memo_take(k, needed))
+            // The whole table (a relocation cache hit needs only its first
+            // `needed` entries, and gives it back complete).
+            .and_then(|k| memo_take(k, symbols))
             .unwrap_or_else(|| vec![Memo::Unknown; needed]);
         // Relocation cache: on a hit, fill the stub table first (the
         // JUMP_SLOTs that point at the stubs are in cached pages, skipped).
@@ -378,7 +380,7 @@ impl Relocator<'_> {
             let v = self.call_resolver(r, p.sym)?;
             if !bound.contains(&p.sym) {
                 bound.push(p.sym);
-                self.emit_bind(p.sym, Provider::Loaded(obj.path.clone()), v);
+                self.emit_bind(p.sym, Module::Loaded(obj), v);
             }
             let v = if p.kind == RelocKind::Absolute {
                 v.wrapping_add(p.addend as usize)
@@ -528,8 +530,10 @@ impl Relocator<'_> {
     }
 
     /// Traces the binding of symbol `i` (with its version, if any).
-    fn emit_bind(&self, i: usize, provider: Provider, value: usize) {
+    fn emit_bind(&self, i: usize, module: Module, value: usize) {
         self.tracer.emit(|| {
+            // Built only when tracing (it copies the provider's path).
+            let provider = module.provider();
             let st = &self.obj.tables.symtab;
             let ndx = usize::from(st.versym(i) & 0x7fff);
             let version = (ndx >= 2)
@@ -700,7 +704,7 @@ impl Relocator<'_> {
         // STB_GNU_UNIQUE: one definition per process, the first one seen.
         if f.sym.st_info >> 4 == STB_GNU_UNIQUE && !f.is_tls() && !f.is_ifunc() {
             let v = unique(name_bytes, &f, obj);
-            self.emit_bind(i, f.module.provider(), v);
+            self.emit_bind(i, f.module, v);
             return Ok((Resolved::Value(v), Memo::Never));
         }
         let resolved = if f.is_tls() {
@@ -757,8 +761,8 @@ impl Relocator<'_> {
         };
         // A pending IFUNC is traced once its resolver has run.
         match resolved {
-            Resolved::Value(v) => self.emit_bind(i, f.module.provider(), v),
-            Resolved::Tls(_) => self.emit_bind(i, f.module.provider(), f.sym.st_value as usize),
+            Resolved::Value(v) => self.emit_bind(i, f.module, v),
+            Resolved::Tls(_) => self.emit_bind(i, f.module, f.sym.st_value as usize),
             _ => {}
         }
         Ok((resolved, self.memo_of(&f)))
@@ -809,9 +813,8 @@ static MEMO: std::sync::Mutex<Vec<(MemoKey, Vec<Memo>)>> = std::sync::Mutex::new
 const MEMO_ENTRIES: usize = 64;
 
 /// Takes the remembered resolutions for `key` out of the memory if they
-/// cover `symbols` symbols (a load puts them back when it is done: no copy
-/// of a table as long as the symbol table). A load that needs fewer (a
-/// relocation cache hit) leaves them for the next.
+/// cover all `symbols` symbols (a load puts them back when it is done: no
+/// copy of a table as long as the symbol table).
 fn memo_take(key: &MemoKey, symbols: usize) -> Option<Vec<Memo>> {
     let mut m = MEMO.lock().unwrap_or_else(|e| e.into_inner());
     let at = m
