@@ -146,12 +146,12 @@ impl Object {
             path: path.to_path_buf(),
             size,
         });
-        let plan = read_plan(path, &file, size)?;
+        let (plan, head) = read_plan(path, &file, size)?;
         // Relocation cache (opt-in): reserve the deterministic place first;
         // `None` maps it wherever the kernel chooses, as always.
         let placed = sys
             .relcache
-            .and_then(|_| crate::relcache::place(sys, &file, &plan));
+            .and_then(|_| crate::relcache::place(sys, &file, &plan, &info, &head));
         let fixed = placed.as_ref().map(|p| p.start);
         let mapping = match map::map_object(sys, file.as_raw_fd(), &plan, fixed) {
             Ok(m) => m,
@@ -420,7 +420,10 @@ fn check_readable(path: &Path, plan: &LoadPlan) -> Result<()> {
 
 /// Reads and checks the ELF header and program headers with one `pread`
 /// (two when the program headers lie beyond the first page).
-pub(crate) fn read_plan(path: &Path, file: &File, size: u64) -> Result<LoadPlan> {
+/// Reads and checks the ELF header and program headers of `file` (one
+/// `pread` of its first 4 KiB, a second only if the headers reach past
+/// them); returns the plan and the bytes read.
+pub(crate) fn read_plan(path: &Path, file: &File, size: u64) -> Result<(LoadPlan, Vec<u8>)> {
     let mut head = vec![0u8; (size.min(4096)) as usize];
     file.read_exact_at(&mut head, 0)
         .map_err(|e| Error::io(path, "read", e))?;
@@ -437,7 +440,8 @@ pub(crate) fn read_plan(path: &Path, file: &File, size: u64) -> Result<LoadPlan>
         file.read_exact_at(&mut head, 0)
             .map_err(|e| Error::io(path, "read", e))?;
     }
-    elf::parse_plan(path, &head, size)
+    let plan = elf::parse_plan(path, &head, size)?;
+    Ok((plan, head))
 }
 
 /// A search-list entry made strong for the length of a lookup: loaded

@@ -416,6 +416,23 @@ pub(crate) struct Identity {
 }
 
 impl Identity {
+    /// From what `fstat` said when the library was opened.
+    fn of_info(info: &crate::object::FileInfo, build_id: Vec<u8>) -> Identity {
+        let (size, mtime, mtime_nsec, ctime, ctime_nsec) = info.stamp;
+        Identity {
+            build_id,
+            stat: [
+                info.id.0,
+                info.id.1,
+                size,
+                mtime as u64,
+                mtime_nsec as u64,
+                ctime as u64,
+                ctime_nsec as u64,
+            ],
+        }
+    }
+
     fn of_metadata(m: &std::fs::Metadata, build_id: Vec<u8>) -> Identity {
         Identity {
             build_id,
@@ -506,7 +523,15 @@ fn trace(
 /// Reserves the library's deterministic place: `plan`'s span followed by
 /// the stub area. `None` (traced) if it cannot: then the library is placed
 /// as usual and the cache is not used for it.
-pub(crate) fn place(sys: &Sys, file: &File, plan: &LoadPlan) -> Option<Placed> {
+/// `info` is what `fstat` said of `file`, `head` its first bytes as read
+/// for the headers (the build-id note is usually in them).
+pub(crate) fn place(
+    sys: &Sys,
+    file: &File,
+    plan: &LoadPlan,
+    info: &crate::object::FileInfo,
+    head: &[u8],
+) -> Option<Placed> {
     let path = sys.path;
     let not = |why: String| {
         trace(sys.tracer, path, "not placed", None, || why, Vec::new);
@@ -521,11 +546,7 @@ pub(crate) fn place(sys: &Sys, file: &File, plan: &LoadPlan) -> Option<Placed> {
     if plan.align as usize > SLOT {
         return not(format!("p_align {:#x} is larger than a slot", plan.align));
     }
-    let meta = match file.metadata() {
-        Ok(m) => m,
-        Err(e) => return not(format!("fstat: {e}")),
-    };
-    let identity = Identity::of_metadata(&meta, build_id(file, plan, meta.size()));
+    let identity = Identity::of_info(info, build_id(file, plan, info.size, head));
     let slots = (REGION.end - REGION.start) / SLOT;
     let first = (identity.slot_hash() % slots as u64) as usize;
     let flags =
@@ -598,7 +619,7 @@ fn parse_build_id(notes: &[u8], align: u64) -> Option<Vec<u8>> {
 
 /// The `NT_GNU_BUILD_ID` note's descriptor, read from the file's
 /// `PT_NOTE`s (empty if none).
-fn build_id(file: &File, plan: &LoadPlan, size: u64) -> Vec<u8> {
+fn build_id(file: &File, plan: &LoadPlan, size: u64, head: &[u8]) -> Vec<u8> {
     for ph in plan.phdrs.iter().filter(|p| p.p_type == PT_NOTE) {
         if ph.p_filesz == 0
             || ph.p_filesz > 1 << 16
@@ -609,11 +630,21 @@ fn build_id(file: &File, plan: &LoadPlan, size: u64) -> Vec<u8> {
         {
             continue;
         }
-        let mut buf = vec![0u8; ph.p_filesz as usize];
-        if file.read_exact_at(&mut buf, ph.p_offset).is_err() {
-            continue;
-        }
-        if let Some(id) = parse_build_id(&buf, ph.p_align) {
+        let (at, len) = (ph.p_offset as usize, ph.p_filesz as usize);
+        // In the bytes already read for the headers, or read now.
+        let read;
+        let notes = match head.get(at..at + len) {
+            Some(b) => b,
+            None => {
+                let mut buf = vec![0u8; len];
+                if file.read_exact_at(&mut buf, ph.p_offset).is_err() {
+                    continue;
+                }
+                read = buf;
+                &read[..]
+            }
+        };
+        if let Some(id) = parse_build_id(notes, ph.p_align) {
             return id;
         }
     }
