@@ -20,17 +20,21 @@
 //! re-executed, filtered to the ignored [`churn_child`] test) so that
 //! nothing else in the process (other test threads starting and exiting,
 //! their stacks and signal stacks) moves the counts while they are taken.
-//! [`LOCK`] serialises the tests anyway, so children do not compete for the
-//! CPU and the timing stays meaningful.
+//! [`exclusive`] serialises the tests anyway, so children do not compete
+//! for the CPU and the timing stays meaningful.
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::mpsc;
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use common::{
+    canonical, child_selection, child_stdout, exclusive, lib, maps, page_size, result, self_test,
+    tagged, INIT_LOG_ENV,
+};
 use soloader::Library;
 
 const CHILD_ENV: &str = "SOLOADER_DEPS_CHURN_CHILD";
@@ -44,16 +48,6 @@ const WARMUP: usize = 200;
 /// Allowed growth of the resident set over [`CYCLES`] cycles.
 const RSS_SLACK: usize = 1 << 20;
 
-static LOCK: Mutex<()> = Mutex::new(());
-
-fn lock() -> MutexGuard<'static, ()> {
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn lib(name: &str) -> PathBuf {
-    PathBuf::from(env!("SOLOADER_TESTLIBS")).join(name)
-}
-
 /// What is measured before and after.
 #[derive(Debug, Clone, PartialEq)]
 struct Snapshot {
@@ -63,11 +57,7 @@ struct Snapshot {
 }
 
 fn snapshot() -> Snapshot {
-    let maps = std::fs::read_to_string("/proc/self/maps")
-        .expect("read /proc/self/maps")
-        .lines()
-        .map(str::to_string)
-        .collect();
+    let maps = maps().into_iter().map(|l| l.text).collect();
     let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")
         .expect("read /proc/self/fd")
         .filter_map(|e| e.ok())
@@ -85,12 +75,10 @@ fn snapshot() -> Snapshot {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("statm resident");
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
     Snapshot {
         maps,
         fds,
-        rss: pages * page,
+        rss: pages * page_size(),
     }
 }
 
@@ -98,18 +86,12 @@ fn snapshot() -> Snapshot {
 fn mapped(files: &[PathBuf]) -> Vec<String> {
     let names: Vec<String> = files
         .iter()
-        .map(|f| {
-            std::fs::canonicalize(f)
-                .unwrap_or_else(|e| panic!("canonicalize {}: {e}", f.display()))
-                .display()
-                .to_string()
-        })
+        .map(|f| canonical(f).display().to_string())
         .collect();
-    std::fs::read_to_string("/proc/self/maps")
-        .expect("read /proc/self/maps")
-        .lines()
-        .filter(|l| names.iter().any(|n| l.ends_with(n.as_str())))
-        .map(str::to_string)
+    maps()
+        .into_iter()
+        .filter(|l| names.iter().any(|n| l.path.ends_with(n.as_str())))
+        .map(|l| l.text)
         .collect()
 }
 
@@ -260,15 +242,11 @@ fn diamond_cycle(l: &Library, i: usize) -> After {
 #[test]
 #[ignore = "the churn itself; the other tests run it in a child process"]
 fn churn_child() {
-    let Ok(key) = std::env::var(CHILD_ENV) else {
+    let Some(c) = child_selection(CHILD_ENV, &CHURNS, |c| c.key) else {
         return;
     };
-    let c = CHURNS
-        .iter()
-        .find(|c| c.key == key)
-        .unwrap_or_else(|| panic!("unknown churn {key}"));
     // The initialisation log of libdiamond_* must stay off.
-    assert!(std::env::var_os("SOLOADER_INIT_LOG").is_none());
+    assert!(std::env::var_os(INIT_LOG_ENV).is_none());
     let path = lib(c.file);
     let files: Vec<PathBuf> = c.files.iter().map(|f| lib(f)).collect();
     let run = |range: std::ops::Range<usize>| {
@@ -314,10 +292,14 @@ fn churn_child() {
         "still mapped at the end:\n{}",
         left.join("\n")
     );
-    println!("\nRESULT:maps={} {}", before.maps.len(), after.maps.len());
-    println!("\nRESULT:fds={} {}", before.fds.len(), after.fds.len());
-    println!("\nRESULT:rss={} {}", before.rss, after.rss);
-    println!("\nRESULT:ms={}", elapsed.as_millis());
+    result(format_args!(
+        "maps={} {}",
+        before.maps.len(),
+        after.maps.len()
+    ));
+    result(format_args!("fds={} {}", before.fds.len(), after.fds.len()));
+    result(format_args!("rss={} {}", before.rss, after.rss));
+    result(format_args!("ms={}", elapsed.as_millis()));
     if before.maps != after.maps {
         println!(
             "\nDIFF:maps before:\n{}\nafter:\n{}",
@@ -336,34 +318,13 @@ fn churn_child() {
 
 /// Runs the churn `key` in a child and checks what it measured.
 fn churn(key: &str) {
-    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = self_test(CHILD_TEST);
+    cmd.env(CHILD_ENV, key).env_remove(INIT_LOG_ENV);
     let start = Instant::now();
-    let out = Command::new(&exe)
-        .args([
-            "--exact",
-            CHILD_TEST,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, key)
-        .env_remove("SOLOADER_INIT_LOG")
-        .output()
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", exe.display()));
+    let stdout = child_stdout(&mut cmd, &format!("churn child {key}"));
     let wall = start.elapsed();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "churn child {key} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
     let field = |name: &str| -> Vec<usize> {
-        let tag = format!("RESULT:{name}=");
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(tag.as_str()))
-            .unwrap_or_else(|| panic!("child {key} printed no {tag}:\n{stdout}"))
+        tagged(&stdout, &format!("RESULT:{name}="))
             .split(' ')
             .map(|n| n.parse().expect("number"))
             .collect()
@@ -395,24 +356,24 @@ fn churn(key: &str) {
 
 #[test]
 fn churn_cxx_with_thread_locals() {
-    let _g = lock();
+    let _g = exclusive();
     churn("cxx");
 }
 
 #[test]
 fn churn_tls() {
-    let _g = lock();
+    let _g = exclusive();
     churn("tls");
 }
 
 #[test]
 fn churn_tls_descriptors() {
-    let _g = lock();
+    let _g = exclusive();
     churn("tls_desc");
 }
 
 #[test]
 fn churn_diamond_with_dependencies() {
-    let _g = lock();
+    let _g = exclusive();
     churn("diamond");
 }

@@ -22,91 +22,45 @@
 //! [`deps_real_child`] test), so this process never has any of these
 //! libraries loaded by glibc. Both report the same `key=value` lines.
 //!
-//! Every test takes [`LOCK`]: they look at process-wide state (what the
+//! Every test takes [`exclusive`]: they look at process-wide state (what the
 //! system loader has loaded).
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
-use std::ffi::{c_char, c_int, c_long, c_void, CStr, CString};
-use std::fmt::Display;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, Mutex, MutexGuard};
+mod common;
 
+use std::ffi::{c_char, c_int, c_long, c_void, CStr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::sysref::{
+    self, assert_unknown_to_system_loader, cstring_or_null, func, soloader_get, Report, Sym,
+    SystemAnswer, Workload,
+};
+use common::{binds, canonical, exclusive, mapped_files_named};
 use soloader::{Event, Library, Options, Provider, VecSink};
 
 // ---------------------------------------------------------------------------
 // Harness
 // ---------------------------------------------------------------------------
 
-/// How a workload obtains a symbol's address (null when absent).
-type Sym<'a> = &'a dyn Fn(&str) -> *const c_void;
-
 /// Selects the child's workload.
 const CHILD_ENV: &str = "SOLOADER_DEPS_REAL_CHILD";
 /// The ignored test the child process runs.
 const CHILD_TEST: &str = "deps_real_child";
 
-static LOCK: Mutex<()> = Mutex::new(());
-
-fn lock() -> MutexGuard<'static, ()> {
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A workload's answer: ordered `key=value` pairs, compared as text.
-#[derive(Default, Debug)]
-struct Report(Vec<(String, String)>);
-
-impl Report {
-    fn put(&mut self, key: &str, value: impl Display) {
-        let v = value.to_string();
-        assert!(
-            !v.contains('\n') && !v.contains("; "),
-            "report value for {key} must be one line without '; ': {v:?}"
-        );
-        self.0.push((key.to_string(), v));
-    }
-
-    fn get(&self, key: &str) -> &str {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_else(|| panic!("report has no {key}: {self:?}"))
-    }
-
-    fn render(&self) -> String {
-        self.0
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
-struct Workload {
-    /// The child's selector.
-    key: &'static str,
-    /// What both loaders open.
-    soname: &'static str,
-    run: fn(Sym<'_>) -> Report,
-    /// Symbols whose defining file the child reports (`dladdr`), to check
-    /// both loaders used the same files.
-    probes: &'static [&'static str],
-}
-
 const PNG: Workload = Workload {
     key: "png",
     soname: "libpng16.so.16",
-    run: png_workload,
     probes: &["png_access_version_number", "zlibVersion"],
+    run: png_workload,
 };
 
 const TLS: Workload = Workload {
     key: "tls",
     soname: "libssl.so.3",
-    run: tls_workload,
     probes: &["SSL_new", "EVP_PKEY_Q_keygen"],
+    run: tls_workload,
 };
 
 const WORKLOADS: [&Workload; 2] = [&PNG, &TLS];
@@ -115,190 +69,27 @@ const WORKLOADS: [&Workload; 2] = [&PNG, &TLS];
 #[test]
 #[ignore = "the system-loader half of the comparisons; the other tests run it in a child process"]
 fn deps_real_child() {
-    let Ok(key) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let w = WORKLOADS
-        .iter()
-        .find(|w| w.key == key)
-        .unwrap_or_else(|| panic!("unknown workload {key}"));
-    let name = CString::new(w.soname).unwrap();
-    // SAFETY: dlopen with a valid C string.
-    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    assert!(!handle.is_null(), "dlopen({}): {}", w.soname, dlerror());
-    let get = |sym: &str| -> *const c_void {
-        let c = CString::new(sym).unwrap();
-        // SAFETY: a live handle and a valid C string.
-        unsafe { libc::dlsym(handle, c.as_ptr()) as *const c_void }
-    };
-    for probe in w.probes {
-        let addr = get(probe);
-        assert!(!addr.is_null(), "dlsym({probe})");
-        // SAFETY: Dl_info is plain data, filled by dladdr.
-        let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        let ok = unsafe { libc::dladdr(addr, &mut info) };
-        assert!(ok != 0 && !info.dli_fname.is_null(), "dladdr({probe})");
-        // SAFETY: dladdr returned a NUL-terminated file name.
-        let file = unsafe { CStr::from_ptr(info.dli_fname) }.to_string_lossy();
-        println!("\nFILE:{probe}={}", canonical(Path::new(&*file)).display());
-    }
-    let report = (w.run)(&get);
-    println!("\nRESULT:{}", report.render());
+    sysref::system_loader_child(CHILD_ENV, &WORKLOADS);
 }
 
-fn dlerror() -> String {
-    // SAFETY: dlerror returns null or a NUL-terminated message.
-    let e = unsafe { libc::dlerror() };
-    if e.is_null() {
-        "(no dlerror)".into()
-    } else {
-        // SAFETY: non-null, NUL-terminated.
-        unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
-    }
-}
-
-/// What the system loader answered in the child.
-struct SystemAnswer {
-    /// `probe -> canonical file` for each of the workload's probes.
-    files: Vec<(String, PathBuf)>,
-    result: String,
-}
-
-impl SystemAnswer {
-    fn file(&self, probe: &str) -> &Path {
-        self.files
-            .iter()
-            .find(|(p, _)| p == probe)
-            .map(|(_, f)| f.as_path())
-            .unwrap_or_else(|| panic!("child reported no file for {probe}"))
-    }
-}
-
+/// Runs `w` with the system loader in a child.
 fn system_loader(w: &Workload) -> SystemAnswer {
-    let exe = std::env::current_exe().expect("current_exe");
-    let out = Command::new(&exe)
-        .args([
-            "--exact",
-            CHILD_TEST,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, w.key)
-        .output()
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", exe.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "system-loader child for {} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        w.soname,
-        out.status
-    );
-    let files = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("FILE:"))
-        .filter_map(|l| l.split_once('='))
-        .map(|(p, f)| (p.to_string(), PathBuf::from(f)))
-        .collect();
-    let result = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("RESULT:"))
-        .unwrap_or_else(|| panic!("child printed no RESULT:\n{stdout}\nstderr:\n{stderr}"))
-        .to_string();
-    SystemAnswer { files, result }
+    sysref::system_loader(CHILD_TEST, CHILD_ENV, w)
 }
 
-fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|e| panic!("canonicalize {}: {e}", p.display()))
-}
-
-/// The system loader does not have `soname` in this process.
-fn assert_unknown_to_system_loader(soname: &str, when: &str) {
-    let name = CString::new(soname).unwrap();
-    // SAFETY: RTLD_NOLOAD only looks the name up; it never loads.
-    let h = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
-    if !h.is_null() {
-        // SAFETY: balancing the reference RTLD_NOLOAD just took.
-        unsafe { libc::dlclose(h) };
-        panic!("{when}: the system loader has {soname} loaded in this process");
-    }
-}
-
-/// Files mapped in this process whose name starts with `stem`.
-fn mapped_files_named(stem: &str) -> Vec<String> {
-    let maps = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
-    let mut v: Vec<String> = maps
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(5))
-        .filter(|p| {
-            Path::new(p)
-                .file_name()
-                .is_some_and(|f| f.to_string_lossy().starts_with(stem))
-        })
-        .map(str::to_string)
-        .collect();
-    v.dedup();
-    v
-}
-
-/// The address of `name` as the function type `T`; panics if absent.
-///
-/// # Safety
-/// `T` must be the symbol's real (pointer-sized) type.
-unsafe fn func<T: Copy>(get: Sym<'_>, name: &str) -> T {
-    let p = get(name);
-    assert!(!p.is_null(), "symbol {name} not found");
-    assert_eq!(std::mem::size_of::<T>(), std::mem::size_of::<usize>());
-    // SAFETY: pointer-sized (checked); the caller promises the type.
-    unsafe { std::mem::transmute_copy(&p) }
-}
-
-/// # Safety
-/// `p` is null or a NUL-terminated string.
-unsafe fn cstring(p: *const c_char) -> String {
-    if p.is_null() {
-        return "(null)".into();
-    }
-    // SAFETY: the caller's contract.
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
-
-/// The soloader half: the symbol getter over a loaded library.
-fn soloader_get(lib: &Library) -> impl Fn(&str) -> *const c_void + '_ {
-    move |name: &str| {
-        // SAFETY: only the address is taken here; the workload gives it
-        // its real type.
-        unsafe { lib.get::<*const c_void>(name) }
-            .map(|s| *s)
-            .unwrap_or(std::ptr::null())
-    }
-}
-
-/// Every `Bind` event of `path`'s references to `symbol`.
-fn bindings<'a>(events: &'a [Event], path: &'a Path, symbol: &'a str) -> Vec<&'a Provider> {
-    events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Bind {
-                path: p,
-                symbol: s,
-                provider,
-                ..
-            } if p == path && s == symbol => Some(provider),
-            _ => None,
-        })
+/// The provider of every `Bind` event of `path`'s references to `symbol`.
+fn bindings(events: &[Event], path: &Path, symbol: &str) -> Vec<Provider> {
+    binds(events, path, symbol)
+        .into_iter()
+        .map(|(_, provider, _)| provider)
         .collect()
 }
 
+/// The canonical paths of the `Open` events, in order.
 fn opened(events: &[Event]) -> Vec<PathBuf> {
-    events
+    common::opened(events)
         .iter()
-        .filter_map(|e| match e {
-            Event::Open { path, .. } => Some(canonical(path)),
-            _ => None,
-        })
+        .map(|p| canonical(p))
         .collect()
 }
 
@@ -513,7 +304,7 @@ impl PngImage {
     fn message(&self) -> String {
         // SAFETY: libpng keeps `message` NUL-terminated (it is zeroed here
         // first).
-        unsafe { cstring(self.message.as_ptr()) }
+        unsafe { cstring_or_null(self.message.as_ptr()) }
     }
 }
 
@@ -559,8 +350,8 @@ fn png_workload(get: Sym<'_>) -> Report {
         let image_free: ImageFree = func(get, "png_image_free");
 
         r.put("version_number", version_number());
-        r.put("libpng_ver", cstring(libpng_ver(std::ptr::null())));
-        r.put("zlib", cstring(zlib_version()));
+        r.put("libpng_ver", cstring_or_null(libpng_ver(std::ptr::null())));
+        r.put("zlib", cstring_or_null(zlib_version()));
 
         // Decode this file's PNG.
         let decode = |png: &[u8]| -> Result<(PngImage, Vec<u8>), String> {
@@ -655,7 +446,7 @@ fn png_workload(get: Sym<'_>) -> Report {
 
 #[test]
 fn libpng_with_soloader_loaded_libz_matches_system_loader() {
-    let _g = lock();
+    let _g = exclusive();
     assert_unknown_to_system_loader("libpng16.so.16", "before");
     assert_unknown_to_system_loader("libz.so.1", "before");
     assert!(
@@ -851,7 +642,7 @@ fn tls_workload(get: Sym<'_>) -> Report {
                 }
                 let mut buf = [0 as c_char; 256];
                 err_string(e, buf.as_mut_ptr(), buf.len());
-                v.push(cstring(buf.as_ptr()));
+                v.push(cstring_or_null(buf.as_ptr()));
             }
             v.join(" | ")
         };
@@ -912,7 +703,7 @@ fn tls_workload(get: Sym<'_>) -> Report {
         let mut buf = [0 as c_char; 128];
         r.put(
             "cert_subject",
-            cstring(oneline(subject(cert), buf.as_mut_ptr(), buf.len() as c_int)),
+            cstring_or_null(oneline(subject(cert), buf.as_mut_ptr(), buf.len() as c_int)),
         );
 
         // Two contexts: a server with the certificate, a client that
@@ -1026,23 +817,23 @@ fn tls_workload(get: Sym<'_>) -> Report {
                 }
             }
         }
-        r.put("client_version", cstring(version(client)));
-        r.put("server_version", cstring(version(server)));
+        r.put("client_version", cstring_or_null(version(client)));
+        r.put("server_version", cstring_or_null(version(server)));
         r.put(
             "client_cipher",
-            cstring(cipher_name(current_cipher(client))),
+            cstring_or_null(cipher_name(current_cipher(client))),
         );
         r.put(
             "server_cipher",
-            cstring(cipher_name(current_cipher(server))),
+            cstring_or_null(cipher_name(current_cipher(server))),
         );
-        r.put("servername", cstring(servername(server, 0)));
+        r.put("servername", cstring_or_null(servername(server, 0)));
         r.put("verify_result", verify_result(client));
         let peer = peer_cert(client);
         assert!(!peer.is_null(), "the client has the server's certificate");
         r.put(
             "peer_subject",
-            cstring(oneline(subject(peer), buf.as_mut_ptr(), buf.len() as c_int)),
+            cstring_or_null(oneline(subject(peer), buf.as_mut_ptr(), buf.len() as c_int)),
         );
         x509_free(peer);
 
@@ -1071,7 +862,7 @@ fn tls_workload(get: Sym<'_>) -> Report {
 
 #[test]
 fn tls13_handshake_over_soloader_libssl_and_libcrypto() {
-    let _g = lock();
+    let _g = exclusive();
     for s in ["libssl.so.3", "libcrypto.so.3"] {
         assert_unknown_to_system_loader(s, "before");
     }

@@ -14,166 +14,30 @@
 //! The test process never maps a library its workers measure: libbigtext
 //! is measured through private copies (a copy is another file), and the
 //! expected written pages come from loading yet another copy here.
+//!
+//! Tests measure map counts: each takes [`exclusive`], one at a time.
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use soloader::mem::{self, Measurement, Region, SegmentKind};
+use common::json::{parse_json, Json};
+use common::rss_workers::{WorkerReport, Workers};
+use common::{exclusive, TempDir, SOLOADER};
+use soloader::mem::{self, Measurement, SegmentKind};
 use soloader::{Event, Library, Options, VecSink};
 
-const SOLOADER: &str = env!("CARGO_BIN_EXE_soloader");
 const WORKERS: usize = 4;
 /// bigtext_run(1024) calls every one of the 1024 functions.
 const BIGTEXT_CALL: [&str; 2] = ["bigtext_run", "1024"];
 
-/// Tests here measure map counts: one at a time.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "soloader-mem-{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    /// A private copy of `src` in this directory, written back to disk:
-    /// a freshly written file's page-cache pages are dirty, and `smaps`
-    /// would count them as `Shared_Dirty`/`Private_Dirty` in every mapping.
-    fn copy(&self, src: &Path, name: &str) -> PathBuf {
-        let dst = self.0.join(name);
-        fs::copy(src, &dst).unwrap_or_else(|e| panic!("copying {}: {e}", src.display()));
-        fs::File::open(&dst)
-            .and_then(|f| f.sync_all())
-            .unwrap_or_else(|e| panic!("syncing {}: {e}", dst.display()));
-        dst
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 fn bigtext() -> PathBuf {
-    PathBuf::from(env!("SOLOADER_TESTLIBS")).join("libbigtext.so")
-}
-
-/// What a worker reported (the `rss-worker` protocol, parsed here
-/// independently of the binary).
-#[derive(Debug, Default)]
-struct Report {
-    path: String,
-    regions: Vec<Region>,
-    written: BTreeSet<usize>,
-    result: Option<i64>,
-}
-
-/// Live workers, killed on drop.
-struct Workers {
-    children: Vec<Child>,
-    reports: Vec<Report>,
-}
-
-impl Workers {
-    fn start(method: &str, lib: &Path, call: &[&str], n: usize) -> Workers {
-        let mut w = Workers {
-            children: Vec::new(),
-            reports: Vec::new(),
-        };
-        for _ in 0..n {
-            let mut cmd = Command::new(SOLOADER);
-            cmd.args(["rss-worker", "--loader", method]).arg(lib);
-            if !call.is_empty() {
-                cmd.arg("--call").args(call);
-            }
-            let child = cmd
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("starting a worker");
-            w.children.push(child);
-        }
-        for i in 0..n {
-            let out = w.children[i].stdout.take().expect("worker stdout");
-            let mut r = Report::default();
-            let mut ready = false;
-            for line in BufReader::new(out).lines() {
-                let line = line.expect("reading a worker");
-                let mut f = line.split(' ');
-                let hex = |s: Option<&str>| usize::from_str_radix(s.unwrap_or(""), 16).unwrap();
-                match f.next() {
-                    Some("ready") => {
-                        ready = true;
-                        break;
-                    }
-                    Some("path") => r.path = line["path ".len()..].to_string(),
-                    Some("region") => {
-                        let kind = SegmentKind::from_name(f.next().unwrap()).unwrap();
-                        let start = hex(f.next());
-                        let end = hex(f.next());
-                        let file_offset = match f.next() {
-                            Some("-") | None => None,
-                            Some(o) => Some(u64::from_str_radix(o, 16).unwrap()),
-                        };
-                        r.regions.push(Region {
-                            kind,
-                            range: start..end,
-                            file_offset,
-                        });
-                    }
-                    Some("written") => {
-                        r.written.insert(hex(f.next()));
-                    }
-                    Some("result") => r.result = f.next().and_then(|v| v.parse().ok()),
-                    _ => {}
-                }
-            }
-            assert!(ready, "worker {i} did not report");
-            w.reports.push(r);
-        }
-        w
-    }
-
-    fn pids(&self) -> Vec<i32> {
-        self.children.iter().map(|c| c.id() as i32).collect()
-    }
-
-    fn measure(&self) -> Vec<Measurement> {
-        self.pids()
-            .iter()
-            .zip(&self.reports)
-            .map(|(pid, r)| mem::measure(*pid, &r.regions).expect("measuring a worker"))
-            .collect()
-    }
-}
-
-impl Drop for Workers {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
+    common::lib("libbigtext.so")
 }
 
 /// Whether frame numbers are readable; prints why a test skips if not.
@@ -192,16 +56,16 @@ fn page() -> usize {
     mem::page_size()
 }
 
-fn span_start(r: &Report) -> usize {
+fn span_start(r: &WorkerReport) -> usize {
     r.regions.iter().map(|x| x.range.start).min().unwrap()
 }
 
 #[test]
 fn text_is_one_physical_frame_per_file_page_across_workers() {
-    let _g = serial();
+    let _g = exclusive();
     let dir = TempDir::new("text");
-    let lib = dir.copy(&bigtext(), "libbigtext.so");
-    let w = Workers::start("soloader", &lib, &BIGTEXT_CALL, WORKERS);
+    let lib = dir.copy_synced(&bigtext(), "libbigtext.so");
+    let w = Workers::start("soloader", &lib, &BIGTEXT_CALL, None, WORKERS);
     let results: BTreeSet<Option<i64>> = w.reports.iter().map(|r| r.result).collect();
     assert_eq!(results.len(), 1, "every worker computes the same checksum");
     let ms = w.measure();
@@ -301,10 +165,10 @@ fn expected_written(lib: &Path) -> (BTreeSet<usize>, BTreeSet<usize>) {
 
 #[test]
 fn private_pages_are_exactly_the_pages_the_load_wrote() {
-    let _g = serial();
+    let _g = exclusive();
     let dir = TempDir::new("private");
-    let lib = dir.copy(&bigtext(), "libbigtext.so");
-    let probe = dir.copy(&bigtext(), "libbigtext-probe.so");
+    let lib = dir.copy_synced(&bigtext(), "libbigtext.so");
+    let probe = dir.copy_synced(&bigtext(), "libbigtext-probe.so");
     let (written, relro) = expected_written(&probe);
     assert!(
         relro.len() >= 6,
@@ -316,7 +180,7 @@ fn private_pages_are_exactly_the_pages_the_load_wrote() {
         relro.len()
     );
 
-    let w = Workers::start("soloader", &lib, &BIGTEXT_CALL, WORKERS);
+    let w = Workers::start("soloader", &lib, &BIGTEXT_CALL, None, WORKERS);
     let ms = w.measure();
     for (r, m) in w.reports.iter().zip(&ms) {
         let base = span_start(r);
@@ -343,11 +207,11 @@ fn private_pages_are_exactly_the_pages_the_load_wrote() {
 
 #[test]
 fn read_shares_nothing() {
-    let _g = serial();
+    let _g = exclusive();
     let dir = TempDir::new("read");
-    let lib = dir.copy(&bigtext(), "libbigtext.so");
+    let lib = dir.copy_synced(&bigtext(), "libbigtext.so");
     let size = fs::metadata(&lib).unwrap().len() as usize;
-    let w = Workers::start("read", &lib, &[], WORKERS);
+    let w = Workers::start("read", &lib, &[], None, WORKERS);
     let ms = w.measure();
     let whole = size.div_ceil(page()) as u64 * page() as u64;
     for m in &ms {
@@ -377,207 +241,7 @@ fn read_shares_nothing() {
 }
 
 // ---------------------------------------------------------------------------
-// `soloader rss --json`, read with a small JSON parser.
-
-#[derive(Debug, Clone, PartialEq)]
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(Vec<(String, Json)>),
-}
-
-impl Json {
-    fn get(&self, key: &str) -> &Json {
-        match self {
-            Json::Obj(v) => v
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, x)| x)
-                .unwrap_or_else(|| panic!("no key {key:?}")),
-            _ => panic!("not an object looking for {key:?}"),
-        }
-    }
-
-    fn arr(&self) -> &[Json] {
-        match self {
-            Json::Arr(v) => v,
-            _ => panic!("not an array: {self:?}"),
-        }
-    }
-
-    fn num(&self) -> f64 {
-        match self {
-            Json::Num(n) => *n,
-            _ => panic!("not a number: {self:?}"),
-        }
-    }
-
-    fn str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            _ => panic!("not a string: {self:?}"),
-        }
-    }
-}
-
-struct Parser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl Parser<'_> {
-    fn ws(&mut self) {
-        while self.s.get(self.i).is_some_and(|c| c.is_ascii_whitespace()) {
-            self.i += 1;
-        }
-    }
-
-    fn eat(&mut self, c: u8) {
-        self.ws();
-        assert_eq!(
-            self.s.get(self.i),
-            Some(&c),
-            "JSON: expected {:?} at {}",
-            c as char,
-            self.i
-        );
-        self.i += 1;
-    }
-
-    fn value(&mut self) -> Json {
-        self.ws();
-        match self.s.get(self.i) {
-            Some(b'{') => {
-                self.i += 1;
-                let mut v = Vec::new();
-                self.ws();
-                if self.s[self.i] == b'}' {
-                    self.i += 1;
-                    return Json::Obj(v);
-                }
-                loop {
-                    self.ws();
-                    let Json::Str(k) = self.value() else {
-                        panic!("JSON: key at {}", self.i)
-                    };
-                    self.eat(b':');
-                    v.push((k, self.value()));
-                    self.ws();
-                    match self.s[self.i] {
-                        b',' => self.i += 1,
-                        b'}' => {
-                            self.i += 1;
-                            return Json::Obj(v);
-                        }
-                        c => panic!("JSON: {:?} at {}", c as char, self.i),
-                    }
-                }
-            }
-            Some(b'[') => {
-                self.i += 1;
-                let mut v = Vec::new();
-                self.ws();
-                if self.s[self.i] == b']' {
-                    self.i += 1;
-                    return Json::Arr(v);
-                }
-                loop {
-                    v.push(self.value());
-                    self.ws();
-                    match self.s[self.i] {
-                        b',' => self.i += 1,
-                        b']' => {
-                            self.i += 1;
-                            return Json::Arr(v);
-                        }
-                        c => panic!("JSON: {:?} at {}", c as char, self.i),
-                    }
-                }
-            }
-            Some(b'"') => {
-                self.i += 1;
-                let mut out = String::new();
-                loop {
-                    let c = self.s[self.i];
-                    self.i += 1;
-                    match c {
-                        b'"' => return Json::Str(out),
-                        b'\\' => {
-                            let e = self.s[self.i];
-                            self.i += 1;
-                            match e {
-                                b'n' => out.push('\n'),
-                                b't' => out.push('\t'),
-                                b'r' => out.push('\r'),
-                                b'u' => {
-                                    let h =
-                                        std::str::from_utf8(&self.s[self.i..self.i + 4]).unwrap();
-                                    out.push(
-                                        char::from_u32(u32::from_str_radix(h, 16).unwrap())
-                                            .unwrap(),
-                                    );
-                                    self.i += 4;
-                                }
-                                c => out.push(c as char),
-                            }
-                        }
-                        _ => {
-                            // Copy a whole UTF-8 sequence.
-                            let start = self.i - 1;
-                            let mut end = self.i;
-                            while end < self.s.len() && (self.s[end] & 0xc0) == 0x80 {
-                                end += 1;
-                            }
-                            out.push_str(std::str::from_utf8(&self.s[start..end]).unwrap());
-                            self.i = end;
-                        }
-                    }
-                }
-            }
-            Some(b't') => {
-                self.i += 4;
-                Json::Bool(true)
-            }
-            Some(b'f') => {
-                self.i += 5;
-                Json::Bool(false)
-            }
-            Some(b'n') => {
-                self.i += 4;
-                Json::Null
-            }
-            _ => {
-                let start = self.i;
-                while self
-                    .s
-                    .get(self.i)
-                    .is_some_and(|c| c.is_ascii_digit() || b"-+.eE".contains(c))
-                {
-                    self.i += 1;
-                }
-                let t = std::str::from_utf8(&self.s[start..self.i]).unwrap();
-                Json::Num(
-                    t.parse()
-                        .unwrap_or_else(|_| panic!("JSON number {t:?} at {start}")),
-                )
-            }
-        }
-    }
-}
-
-fn parse_json(text: &str) -> Json {
-    let mut p = Parser {
-        s: text.as_bytes(),
-        i: 0,
-    };
-    let v = p.value();
-    p.ws();
-    assert_eq!(p.i, text.len(), "JSON: trailing text");
-    v
-}
+// `soloader rss --json`.
 
 fn rss_json(args: &[&str]) -> Json {
     let out = Command::new(SOLOADER)
@@ -608,7 +272,7 @@ fn max_private(run: &Json) -> f64 {
         .get("anon")
         .arr()
         .iter()
-        .map(Json::num)
+        .map(Json::f64)
         .fold(0.0, f64::max)
 }
 
@@ -635,9 +299,9 @@ fn soloader_no_worse_than_dlopen(lib: &str, call: &[&str]) {
         .get("segments")
         .arr()
         .iter()
-        .map(|s| s.get("anon").num())
+        .map(|s| s.get("anon").f64())
         .sum();
-    assert_eq!(per_kind, so.get("total").get("anon").num());
+    assert_eq!(per_kind, so.get("total").get("anon").f64());
     // soloader's private pages are exactly what its load wrote (no call
     // that writes the library's data).
     if call.is_empty() {
@@ -645,8 +309,8 @@ fn soloader_no_worse_than_dlopen(lib: &str, call: &[&str]) {
     }
     // read: nothing shared.
     let t = rd.get("total");
-    assert_eq!(t.get("shared").num(), 0.0);
-    assert_eq!(t.get("anon").num(), t.get("rss").num());
+    assert_eq!(t.get("shared").f64(), 0.0);
+    assert_eq!(t.get("anon").f64(), t.get("rss").f64());
     if doc.get("access").get("pfn") == &Json::Bool(true) {
         let text = so
             .get("segments")
@@ -655,7 +319,7 @@ fn soloader_no_worse_than_dlopen(lib: &str, call: &[&str]) {
             .find(|s| s.get("kind").str() == "text")
             .expect("a text segment");
         assert_eq!(
-            text.get("max_copies").num(),
+            text.get("max_copies").f64(),
             1.0,
             "{lib}: soloader's text is one copy"
         );
@@ -666,13 +330,13 @@ fn soloader_no_worse_than_dlopen(lib: &str, call: &[&str]) {
 
 #[test]
 fn libz_soloader_private_no_larger_than_dlopen() {
-    let _g = serial();
+    let _g = exclusive();
     soloader_no_worse_than_dlopen("libz.so.1", &[]);
 }
 
 #[test]
 fn libsqlite3_soloader_private_no_larger_than_dlopen() {
-    let _g = serial();
+    let _g = exclusive();
     soloader_no_worse_than_dlopen("libsqlite3.so.0", &[]);
     soloader_no_worse_than_dlopen("libsqlite3.so.0", &["sqlite3_initialize"]);
 }
@@ -709,10 +373,10 @@ fn independent_smaps(pid: i32, span: std::ops::Range<usize>) -> BTreeMap<String,
 
 #[test]
 fn numbers_agree_with_an_independent_reading_of_smaps() {
-    let _g = serial();
+    let _g = exclusive();
     let dir = TempDir::new("smaps");
-    let lib = dir.copy(&bigtext(), "libbigtext.so");
-    let w = Workers::start("soloader", &lib, &BIGTEXT_CALL, WORKERS);
+    let lib = dir.copy_synced(&bigtext(), "libbigtext.so");
+    let w = Workers::start("soloader", &lib, &BIGTEXT_CALL, None, WORKERS);
     let ms = w.measure();
     let mut tool = (0u64, 0u64, 0f64);
     let mut mine = (0u64, 0u64);
@@ -806,11 +470,11 @@ fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 
 #[test]
 fn workers_are_killed_on_sigint() {
-    let _g = serial();
+    let _g = exclusive();
     let dir = TempDir::new("sigint");
     // A uniquely named copy marks this test's workers (libz: it needs
     // libc, where `sleep` is found).
-    let lib = dir.copy(
+    let lib = dir.copy_synced(
         Path::new("/usr/lib/x86_64-linux-gnu/libz.so.1"),
         "libz-sigint.so",
     );
@@ -849,9 +513,9 @@ fn workers_are_killed_on_sigint() {
 
 #[test]
 fn workers_are_cleaned_up_when_one_fails() {
-    let _g = serial();
+    let _g = exclusive();
     let dir = TempDir::new("fail");
-    let lib = dir.copy(&bigtext(), "libbigtext-fail.so");
+    let lib = dir.copy_synced(&bigtext(), "libbigtext-fail.so");
     let marker = lib.to_string_lossy().into_owned();
     let out = Command::new(SOLOADER)
         .arg("rss")

@@ -18,14 +18,16 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::ffi::{c_char, CStr, CString};
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
+use common::{exclusive, line_at, maps, TempDir};
 use soloader::{CacheUse, Error, Event, Library, Options, TraceSink, VecSink};
 
 /// The range deterministic placements use.
@@ -33,66 +35,15 @@ const REGION: std::ops::Range<usize> = 0x2000_0000_0000..0x3000_0000_0000;
 /// A placement slot.
 const SLOT: usize = 1 << 32;
 
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A directory (mode 0700) removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "soloader-relcache-{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    /// A copy of test library `name` in this directory.
-    fn copy(&self, name: &str) -> PathBuf {
-        let to = self.0.join(name);
-        fs::copy(PathBuf::from(env!("SOLOADER_TESTLIBS")).join(name), &to).unwrap();
-        to
-    }
-
-    /// The cache files (`*.relcache`) in this directory.
-    fn cache_files(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "relcache"))
-            .collect();
-        v.sort();
-        v
-    }
-
-    /// Every file name in the directory.
-    fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o700));
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// The cache files (`*.relcache`) in `dir`, sorted.
+fn cache_files(dir: &TempDir) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "relcache"))
+        .collect();
+    v.sort();
+    v
 }
 
 /// Loads `lib` with the cache in `dir` (if any), traced.
@@ -188,28 +139,19 @@ fn data(l: &Library) -> Vec<String> {
 
 /// Whether `addr` is mapped from a `.relcache` file in /proc/self/maps.
 fn mapped_from_cache_file(addr: usize) -> bool {
-    let maps = fs::read_to_string("/proc/self/maps").unwrap();
-    maps.lines().any(|l| {
-        let (range, rest) = l.split_once(' ').unwrap();
-        let (s, e) = range.split_once('-').unwrap();
-        let (s, e) = (
-            usize::from_str_radix(s, 16).unwrap(),
-            usize::from_str_radix(e, 16).unwrap(),
-        );
-        s <= addr && addr < e && rest.trim_end().ends_with(".relcache")
-    })
+    line_at(&maps(), addr).is_some_and(|l| l.path.ends_with(".relcache"))
 }
 
 #[test]
 fn cold_and_warm_loads_give_the_results_of_an_uncached_load() {
-    let _g = serial();
+    let _g = exclusive();
     for (name, work) in [
         ("libarith.so", arith as fn(&Library) -> Vec<String>),
         ("libdata.so", data),
     ] {
-        let libs = TempDir::new("libs");
-        let cache = TempDir::new("cache");
-        let lib = libs.copy(name);
+        let libs = TempDir::private("libs");
+        let cache = TempDir::private("cache");
+        let lib = libs.copy_lib(name);
 
         let count = |ev: &[Event]| -> usize {
             ev.iter()
@@ -259,7 +201,7 @@ fn cold_and_warm_loads_give_the_results_of_an_uncached_load() {
         assert!(c.stub_code.start >= cold.span().end, "stubs after the span");
         assert_eq!(work(&cold), expected, "{name}: cold load");
         let base = cold.base();
-        assert_eq!(cache.cache_files().len(), 1, "{:?}", cache.names());
+        assert_eq!(cache_files(&cache).len(), 1, "{:?}", cache.names());
         // The cold load's own fixed pages were switched to the new file.
         assert!(c.shared.iter().all(|&p| mapped_from_cache_file(p)));
         drop(cold);
@@ -288,7 +230,7 @@ fn cold_and_warm_loads_give_the_results_of_an_uncached_load() {
             count(&events)
         );
         drop(warm);
-        assert_eq!(cache.cache_files().len(), 1, "{:?}", cache.names());
+        assert_eq!(cache_files(&cache).len(), 1, "{:?}", cache.names());
     }
 }
 
@@ -318,10 +260,10 @@ fn location_of(lib: &Path, sym: &str) -> (usize, usize) {
 
 #[test]
 fn a_changed_library_makes_its_cache_file_stale() {
-    let _g = serial();
-    let libs = TempDir::new("libs");
-    let cache = TempDir::new("cache");
-    let lib = libs.copy("libdata.so");
+    let _g = exclusive();
+    let libs = TempDir::private("libs");
+    let cache = TempDir::private("cache");
+    let lib = libs.copy_lib("libdata.so");
     let read = |l: &Library| -> i32 {
         // SAFETY: int read_via_ptr(void).
         unsafe {
@@ -357,7 +299,7 @@ fn a_changed_library_makes_its_cache_file_stale() {
     assert_eq!(read(&l), 4321, "the new contents, not the cached ones");
     drop(l);
     assert_eq!(
-        cache.cache_files().len(),
+        cache_files(&cache).len(),
         1,
         "rewritten in place: {:?}",
         cache.names()
@@ -369,17 +311,13 @@ fn a_changed_library_makes_its_cache_file_stale() {
     drop(l);
 
     // Another library under the same name: another build-id, another file.
-    fs::copy(
-        PathBuf::from(env!("SOLOADER_TESTLIBS")).join("libarith.so"),
-        libs.path().join("x.so"),
-    )
-    .unwrap();
-    fs::rename(libs.path().join("x.so"), &lib).unwrap();
+    let other = libs.copy_from(&common::lib("libarith.so"), "x.so");
+    fs::rename(other, &lib).unwrap();
     let (l, _) = load(&lib, Some(cache.path()));
     assert!(!used(&l).hit);
     assert_eq!(arith(&l)[0], "5");
     drop(l);
-    assert_eq!(cache.cache_files().len(), 2);
+    assert_eq!(cache_files(&cache).len(), 2);
 }
 
 /// Makes `f` writable by its owner, applies `edit`, restores its mode.
@@ -394,14 +332,14 @@ fn edit_file(f: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
 
 #[test]
 fn a_corrupt_cache_file_is_ignored_and_rewritten() {
-    let _g = serial();
-    let libs = TempDir::new("libs");
-    let cache = TempDir::new("cache");
-    let lib = libs.copy("libarith.so");
+    let _g = exclusive();
+    let libs = TempDir::private("libs");
+    let cache = TempDir::private("cache");
+    let lib = libs.copy_lib("libarith.so");
     let (l, _) = load(&lib, Some(cache.path()));
     let expected = arith(&l);
     drop(l);
-    let file = cache.cache_files().pop().unwrap();
+    let file = cache_files(&cache).pop().unwrap();
     let good = fs::read(&file).unwrap();
     let header_len = u64::from_le_bytes(good[16..24].try_into().unwrap()) as usize;
     assert!(header_len > 0 && header_len < good.len());
@@ -456,11 +394,11 @@ fn a_corrupt_cache_file_is_ignored_and_rewritten() {
 
 #[test]
 fn an_unsafe_directory_is_refused_and_a_writable_file_ignored() {
-    let _g = serial();
-    let libs = TempDir::new("libs");
-    let lib = libs.copy("libarith.so");
+    let _g = exclusive();
+    let libs = TempDir::private("libs");
+    let lib = libs.copy_lib("libarith.so");
     for mode in [0o770, 0o707, 0o777] {
-        let cache = TempDir::new("cache");
+        let cache = TempDir::private("cache");
         fs::set_permissions(cache.path(), fs::Permissions::from_mode(mode)).unwrap();
         let e = Library::open_with(&lib, &Options::new().relocation_cache(cache.path()))
             .expect_err("a directory others can write is refused");
@@ -473,7 +411,7 @@ fn an_unsafe_directory_is_refused_and_a_writable_file_ignored() {
         assert!(cache.names().is_empty(), "nothing written");
     }
     // A missing directory is created, mode 0700.
-    let parent = TempDir::new("parent");
+    let parent = TempDir::private("parent");
     let fresh = parent.path().join("a/b");
     let l = Library::open_with(&lib, &Options::new().relocation_cache(&fresh)).unwrap();
     assert!(used(&l).written);
@@ -484,9 +422,9 @@ fn an_unsafe_directory_is_refused_and_a_writable_file_ignored() {
     );
 
     // A cache file others can write is never used (and replaced).
-    let cache = TempDir::new("cache");
+    let cache = TempDir::private("cache");
     drop(load(&lib, Some(cache.path())));
-    let file = cache.cache_files().pop().unwrap();
+    let file = cache_files(&cache).pop().unwrap();
     fs::set_permissions(&file, fs::Permissions::from_mode(0o666)).unwrap();
     let (l, events) = load(&lib, Some(cache.path()));
     assert!(!used(&l).hit);
@@ -532,10 +470,10 @@ impl Drop for Blocker {
 
 #[test]
 fn a_taken_place_falls_back_to_a_normal_load_without_the_cache() {
-    let _g = serial();
-    let libs = TempDir::new("libs");
-    let cache = TempDir::new("cache");
-    let lib = libs.copy("libarith.so");
+    let _g = exclusive();
+    let libs = TempDir::private("libs");
+    let cache = TempDir::private("cache");
+    let lib = libs.copy_lib("libarith.so");
     let (l, _) = load(&lib, Some(cache.path()));
     let first = l.span().start;
     let expected = arith(&l);
@@ -689,8 +627,8 @@ fn stub_bytes(l: &Library) -> Vec<(usize, Vec<u8>)> {
 
 #[test]
 fn every_test_library_relocates_from_the_cache_exactly_as_it_did_itself() {
-    let _g = serial();
-    let testlibs = PathBuf::from(env!("SOLOADER_TESTLIBS"));
+    let _g = exclusive();
+    let testlibs = common::testlibs();
     let mut names: Vec<String> = fs::read_dir(&testlibs)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -700,7 +638,7 @@ fn every_test_library_relocates_from_the_cache_exactly_as_it_did_itself() {
     let mut checked = Vec::new();
     for name in names {
         let lib = testlibs.join(&name);
-        let cache = TempDir::new("every");
+        let cache = TempDir::private("every");
         let snap = Snapshot::new(&lib);
         let o = Options::new()
             .relocation_cache(cache.path())

@@ -16,66 +16,24 @@
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::fs;
-use std::io::{BufRead, BufReader};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use soloader::mem::{self, Measurement, Region, SegmentKind};
+use common::rss_workers::Workers;
+use common::sysref::{cstring, func, hex, hmac_sha256, sha256, sha256_million_a, soloader_get};
+use common::{child_stdout, emit, exclusive, self_test, tagged, TempDir, SOLOADER};
+use soloader::mem::{self, Measurement, SegmentKind};
 use soloader::{Library, Options};
 
-const SOLOADER: &str = env!("CARGO_BIN_EXE_soloader");
 /// Selects the child's workload.
 const CHILD_ENV: &str = "SOLOADER_RELCACHE_CHILD";
 /// The child's cache directory (none: load without the cache).
 const DIR_ENV: &str = "SOLOADER_RELCACHE_DIR";
-
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// A directory (mode 0700) removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "soloader-relcache-p-{}-{}-{tag}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 // ---------------------------------------------------------------------------
 // The child: load with soloader (with or without the cache), run a workload.
@@ -89,69 +47,25 @@ unsafe fn sym<T: Copy>(l: &Library, name: &str) -> T {
     unsafe { *l.get::<T>(name).unwrap_or_else(|e| panic!("{name}: {e}")) }
 }
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
+/// SHA-256 (one shot and in 1000 updates), HMAC-SHA-256 and the version
+/// string.
 fn crypto(l: &Library) -> Vec<String> {
-    type Sha256 = unsafe extern "C" fn(*const u8, usize, *mut u8) -> *mut u8;
-    type Md = unsafe extern "C" fn() -> *const c_void;
-    type CtxNew = unsafe extern "C" fn() -> *mut c_void;
-    type CtxFree = unsafe extern "C" fn(*mut c_void);
-    type Init = unsafe extern "C" fn(*mut c_void, *const c_void, *mut c_void) -> c_int;
-    type Update = unsafe extern "C" fn(*mut c_void, *const c_void, usize) -> c_int;
-    type Final = unsafe extern "C" fn(*mut c_void, *mut u8, *mut c_uint) -> c_int;
-    type Hmac = unsafe extern "C" fn(
-        *const c_void,
-        *const c_void,
-        c_int,
-        *const u8,
-        usize,
-        *mut u8,
-        *mut c_uint,
-    ) -> *mut u8;
     type Version = unsafe extern "C" fn(c_int) -> *const c_char;
-    // SAFETY: OpenSSL 3's prototypes; 32-byte output buffers; the context
-    // is used between new and free.
+    let get = soloader_get(l);
+    // SAFETY: `get` finds libcrypto 3's symbols; OpenSSL_version's
+    // prototype (openssl/crypto.h) returns a static string.
     unsafe {
-        let sha256: Sha256 = sym(l, "SHA256");
-        let evp_sha256: Md = sym(l, "EVP_sha256");
-        let ctx_new: CtxNew = sym(l, "EVP_MD_CTX_new");
-        let ctx_free: CtxFree = sym(l, "EVP_MD_CTX_free");
-        let init: Init = sym(l, "EVP_DigestInit_ex");
-        let update: Update = sym(l, "EVP_DigestUpdate");
-        let fin: Final = sym(l, "EVP_DigestFinal_ex");
-        let hmac: Hmac = sym(l, "HMAC");
-        let version: Version = sym(l, "OpenSSL_version");
-        let mut out = Vec::new();
-        let mut md = [0u8; 32];
-        sha256(b"abc".as_ptr(), 3, md.as_mut_ptr());
-        out.push(hex(&md));
-        let ctx = ctx_new();
-        assert!(!ctx.is_null());
-        assert_eq!(init(ctx, evp_sha256(), std::ptr::null_mut()), 1);
-        let block = [b'a'; 1000];
-        for _ in 0..1000 {
-            assert_eq!(update(ctx, block.as_ptr().cast(), block.len()), 1);
-        }
-        let mut n: c_uint = 0;
-        assert_eq!(fin(ctx, md.as_mut_ptr(), &mut n), 1);
-        ctx_free(ctx);
-        out.push(hex(&md[..n as usize]));
-        let msg = b"The quick brown fox jumps over the lazy dog";
-        let key = b"key";
-        hmac(
-            evp_sha256(),
-            key.as_ptr().cast(),
-            key.len() as c_int,
-            msg.as_ptr(),
-            msg.len(),
-            md.as_mut_ptr(),
-            &mut n,
-        );
-        out.push(hex(&md[..n as usize]));
-        out.push(CStr::from_ptr(version(0)).to_string_lossy().into_owned());
-        out
+        let version: Version = func(&get, "OpenSSL_version");
+        vec![
+            hex(&sha256(&get, b"abc")),
+            hex(&sha256_million_a(&get)),
+            hex(&hmac_sha256(
+                &get,
+                b"key",
+                b"The quick brown fox jumps over the lazy dog",
+            )),
+            cstring(version(0)),
+        ]
     }
 }
 
@@ -262,48 +176,29 @@ fn child() {
             c.stubs
         ),
     };
-    println!("\nCACHE:{cache}");
-    println!("\nRESULT:{}", answers.join("; "));
+    emit("CACHE:", cache);
+    emit("RESULT:", answers.join("; "));
 }
 
 /// Runs the `child` test in a new process: (cache line, result line).
 fn run_child(which: &str, dir: Option<&Path>, env: &[(&str, &Path)]) -> (String, String) {
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = Command::new(&exe);
-    cmd.args([
-        "--exact",
-        "child",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_ENV, which);
+    let mut cmd = self_test("child");
+    cmd.env(CHILD_ENV, which);
     if let Some(d) = dir {
         cmd.env(DIR_ENV, d);
     }
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "child {which} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let field = |tag: &str| {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(tag).map(str::to_string))
-            .unwrap_or_else(|| panic!("no {tag} in:\n{stdout}"))
-    };
+    let stdout = child_stdout(&mut cmd, &format!("child {which}"));
+    let field = |tag: &str| tagged(&stdout, tag).to_string();
     (field("CACHE:"), field("RESULT:"))
 }
 
 #[test]
 fn libcrypto_answers_the_same_cold_warm_and_uncached() {
-    let _g = serial();
-    let cache = TempDir::new("crypto");
+    let _g = exclusive();
+    let cache = TempDir::private("crypto");
     let (c0, plain) = run_child("crypto", None, &[]);
     assert_eq!(c0, "none");
     let (c1, cold) = run_child("crypto", Some(cache.path()), &[]);
@@ -328,9 +223,9 @@ fn libcrypto_answers_the_same_cold_warm_and_uncached() {
 
 #[test]
 fn libsqlite3_answers_the_same_cold_warm_and_uncached() {
-    let _g = serial();
-    let cache = TempDir::new("sqlite");
-    let work = TempDir::new("db");
+    let _g = exclusive();
+    let cache = TempDir::private("sqlite");
+    let work = TempDir::private("db");
     let db = work.path().join("t.db");
     let env = [("SOLOADER_RELCACHE_DB", db.as_path())];
     let (c0, plain) = run_child("sqlite", None, &env);
@@ -352,75 +247,12 @@ fn libsqlite3_answers_the_same_cold_warm_and_uncached() {
 // ---------------------------------------------------------------------------
 // RELRO shared by four workers
 
-/// An `rss-worker` that loaded a library and waits: its regions.
-struct Worker {
-    child: Child,
-    regions: Vec<Region>,
-    notes: Vec<String>,
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_workers(lib: &str, dir: Option<&Path>, n: usize) -> Vec<Worker> {
-    let mut children = Vec::new();
-    for _ in 0..n {
-        let mut cmd = Command::new(SOLOADER);
-        cmd.args(["rss-worker", "--loader", "soloader", lib]);
-        if let Some(d) = dir {
-            cmd.arg("--relocation-cache").arg(d);
-        }
-        children.push(
-            cmd.stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap(),
-        );
-    }
-    children
-        .into_iter()
-        .map(|mut child| {
-            let out = child.stdout.take().unwrap();
-            let (mut regions, mut notes) = (Vec::new(), Vec::new());
-            for line in BufReader::new(out).lines() {
-                let line = line.unwrap();
-                let f: Vec<&str> = line.split(' ').collect();
-                let hex = |s: &str| usize::from_str_radix(s, 16).unwrap();
-                match f[0] {
-                    "ready" => break,
-                    "region" => regions.push(Region {
-                        kind: SegmentKind::from_name(f[1]).unwrap(),
-                        range: hex(f[2])..hex(f[3]),
-                        file_offset: (f[4] != "-").then(|| u64::from_str_radix(f[4], 16).unwrap()),
-                    }),
-                    "note" => notes.push(line[5..].to_string()),
-                    _ => {}
-                }
-            }
-            assert!(!regions.is_empty(), "a worker did not report");
-            Worker {
-                child,
-                regions,
-                notes,
-            }
-        })
-        .collect()
-}
-
 /// A worker's resident RELRO pages: address → (anonymous, frame number).
 type RelroPages = BTreeMap<usize, (bool, Option<u64>)>;
 
 /// Per worker, the RELRO pages, and the measurements.
-fn relro_pages(ws: &[Worker]) -> (Vec<RelroPages>, Vec<Measurement>) {
-    let ms: Vec<Measurement> = ws
-        .iter()
-        .map(|w| mem::measure(w.child.id() as i32, &w.regions).unwrap())
-        .collect();
+fn relro_pages(ws: &Workers) -> (Vec<RelroPages>, Vec<Measurement>) {
+    let ms = ws.measure();
     let pages = ms
         .iter()
         .map(|m| {
@@ -436,13 +268,13 @@ fn relro_pages(ws: &[Worker]) -> (Vec<RelroPages>, Vec<Measurement>) {
 
 #[test]
 fn libcrypto_relro_is_shared_by_four_processes() {
-    let _g = serial();
-    let cache = TempDir::new("relro");
+    let _g = exclusive();
+    let cache = TempDir::private("relro");
     let page = mem::page_size();
     // Without the cache: every RELRO page is a private copy in every worker.
-    let plain = start_workers("libcrypto.so.3", None, 4);
+    let plain = Workers::start("soloader", Path::new("libcrypto.so.3"), &[], None, 4);
     let (pages, _) = relro_pages(&plain);
-    let relro_len: usize = plain[0]
+    let relro_len: usize = plain.reports[0]
         .regions
         .iter()
         .filter(|r| r.kind == SegmentKind::Relro)
@@ -471,8 +303,14 @@ fn libcrypto_relro_is_shared_by_four_processes() {
         .status()
         .unwrap();
     assert!(st.success());
-    let ws = start_workers("libcrypto.so.3", Some(cache.path()), 4);
-    for w in &ws {
+    let ws = Workers::start(
+        "soloader",
+        Path::new("libcrypto.so.3"),
+        &[],
+        Some(cache.path()),
+        4,
+    );
+    for w in &ws.reports {
         assert!(
             w.notes
                 .iter()
@@ -534,15 +372,10 @@ fn libcrypto_relro_is_shared_by_four_processes() {
 
 #[test]
 fn eight_concurrent_first_loads_are_safe() {
-    let _g = serial();
-    let cache = TempDir::new("concurrent");
-    let libs = TempDir::new("libs");
-    let lib = libs.path().join("libarith.so");
-    fs::copy(
-        PathBuf::from(env!("SOLOADER_TESTLIBS")).join("libarith.so"),
-        &lib,
-    )
-    .unwrap();
+    let _g = exclusive();
+    let cache = TempDir::private("concurrent");
+    let libs = TempDir::private("libs");
+    let lib = libs.copy_lib("libarith.so");
     let call = |extra: &[&str]| {
         let mut c = Command::new(SOLOADER);
         c.arg("call")

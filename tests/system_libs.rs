@@ -16,105 +16,60 @@
 //! pthread once and locks, atexit), and run enough of each library to
 //! exercise the relocations it carries.
 //!
-//! Every test takes [`LOCK`]: they assert on the process-wide address space
-//! (a library must not be mapped before it is loaded, nor after it is
-//! unloaded), so they must not overlap.
+//! Every test takes [`exclusive`]: they assert on the process-wide address
+//! space (a library must not be mapped before it is loaded, nor after it
+//! is unloaded), so they must not overlap.
 
 #![cfg(all(target_os = "linux", target_arch = "x86_64"))]
 
+mod common;
+
 use std::cell::Cell;
-use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CStr, CString};
-use std::fmt::Display;
+use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CString};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 
+use common::sysref::{
+    self, assert_unknown_to_system_loader, cstring, func, hex, Report, Sym, Workload,
+};
+use common::{
+    canonical, exclusive, file_name_starts_with, line_at, maps, maps_dump, page_size, perms_of,
+};
 use soloader::Library;
 
 // ---------------------------------------------------------------------------
-// Harness: the child process, reports, /proc/self/maps.
+// Harness: the workloads, the child process, /proc/self/maps.
 // ---------------------------------------------------------------------------
-
-/// How a workload obtains a symbol's address (null when absent).
-type Sym<'a> = &'a dyn Fn(&str) -> *const c_void;
 
 /// Selects the child's workload.
 const CHILD_ENV: &str = "SOLOADER_SYSTEM_LIBS_CHILD";
 /// The ignored test the child process runs.
 const CHILD_TEST: &str = "system_loader_child";
 
-/// Serialises every test of this binary (see the module docs).
-static LOCK: Mutex<()> = Mutex::new(());
-
-fn lock() -> MutexGuard<'static, ()> {
-    LOCK.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A workload's answer: ordered `key=value` pairs, compared as text.
-#[derive(Default, Debug)]
-struct Report(Vec<(String, String)>);
-
-impl Report {
-    fn put(&mut self, key: &str, value: impl Display) {
-        let v = value.to_string();
-        assert!(
-            !v.contains('\n') && !v.contains("; "),
-            "report value for {key} must be one line without '; ': {v:?}"
-        );
-        self.0.push((key.to_string(), v));
-    }
-
-    fn get(&self, key: &str) -> &str {
-        self.0
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v.as_str())
-            .unwrap_or_else(|| panic!("report has no {key}: {self:?}"))
-    }
-
-    fn render(&self) -> String {
-        self.0
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join("; ")
-    }
-}
-
-struct Workload {
-    /// The child's selector.
-    key: &'static str,
-    /// What both loaders are asked to open.
-    soname: &'static str,
-    /// `libz.so` for `libz.so.1`: any mapped file whose name starts so is
-    /// (some version of) this library.
-    stem: &'static str,
-    run: fn(Sym<'_>) -> Report,
-}
-
+/// Each workload's one probe is the symbol it calls first (its version
+/// function): the child reports the file glibc mapped for it.
 const ZLIB: Workload = Workload {
     key: "zlib",
     soname: "libz.so.1",
-    stem: "libz.so",
+    probes: &["zlibVersion"],
     run: zlib_workload,
 };
 const SQLITE: Workload = Workload {
     key: "sqlite",
     soname: "libsqlite3.so.0",
-    stem: "libsqlite3.so",
+    probes: &["sqlite3_libversion"],
     run: sqlite_workload,
 };
 const EXPAT: Workload = Workload {
     key: "expat",
     soname: "libexpat.so.1",
-    stem: "libexpat.so",
+    probes: &["XML_ExpatVersion"],
     run: expat_workload,
 };
 const CRYPTO: Workload = Workload {
     key: "crypto",
     soname: "libcrypto.so.3",
-    stem: "libcrypto.so",
+    probes: &["OpenSSL_version_num"],
     run: crypto_workload,
 };
 const WORKLOADS: [&Workload; 4] = [&ZLIB, &SQLITE, &EXPAT, &CRYPTO];
@@ -125,63 +80,19 @@ const WORKLOADS: [&Workload; 4] = [&ZLIB, &SQLITE, &EXPAT, &CRYPTO];
 #[test]
 #[ignore = "the system-loader half of the comparisons; the other tests run it in a child process"]
 fn system_loader_child() {
-    let Ok(key) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let w = WORKLOADS
-        .iter()
-        .find(|w| w.key == key)
-        .unwrap_or_else(|| panic!("unknown workload {key}"));
-    let name = CString::new(w.soname).unwrap();
-    // SAFETY: dlopen with a valid C string; the library's constructors are
-    // the system's own business.
-    let handle = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
-    assert!(!handle.is_null(), "dlopen({}): {}", w.soname, dlerror());
-    let get = |sym: &str| -> *const c_void {
-        let c = CString::new(sym).unwrap();
-        // SAFETY: a live handle and a valid C string.
-        unsafe { libc::dlsym(handle, c.as_ptr()) as *const c_void }
-    };
-    // The file glibc mapped, to check both loaders ran the same one.
-    let first = get(w.run_first_symbol());
-    assert!(!first.is_null(), "dlsym({})", w.run_first_symbol());
-    // SAFETY: Dl_info is plain data; dladdr fills it for an address in a
-    // loaded object.
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    let ok = unsafe { libc::dladdr(first, &mut info) };
-    assert!(ok != 0 && !info.dli_fname.is_null(), "dladdr");
-    // SAFETY: dladdr returned a NUL-terminated file name.
-    let file = unsafe { CStr::from_ptr(info.dli_fname) }
-        .to_string_lossy()
-        .into_owned();
-    let canon = canonical(Path::new(&file));
-    let report = (w.run)(&get);
-    println!("\nPATH:{}", canon.display());
-    println!("\nRESULT:{}", report.render());
+    sysref::system_loader_child(CHILD_ENV, &WORKLOADS);
 }
 
-impl Workload {
-    /// A symbol every workload calls first (its version function).
-    fn run_first_symbol(&self) -> &'static str {
-        match self.key {
-            "zlib" => "zlibVersion",
-            "sqlite" => "sqlite3_libversion",
-            "expat" => "XML_ExpatVersion",
-            _ => "OpenSSL_version_num",
-        }
-    }
+/// The symbol every workload calls first (its version function).
+fn first_symbol(w: &Workload) -> &'static str {
+    w.probes[0]
 }
 
-fn dlerror() -> String {
-    // SAFETY: dlerror returns null or a NUL-terminated message.
-    let e = unsafe { libc::dlerror() };
-    if e.is_null() {
-        "(no dlerror)".into()
-    } else {
-        // SAFETY: non-null, NUL-terminated.
-        unsafe { CStr::from_ptr(e) }.to_string_lossy().into_owned()
-    }
+/// `libz.so` for `libz.so.1`: any mapped file whose name starts so is
+/// (some version of) this library.
+fn stem(w: &Workload) -> &'static str {
+    let end = w.soname.find(".so").expect("a soname has .so") + ".so".len();
+    &w.soname[..end]
 }
 
 /// What the system loader answered in a child process.
@@ -193,95 +104,11 @@ struct SystemAnswer {
 }
 
 fn system_loader(w: &Workload) -> SystemAnswer {
-    let exe = std::env::current_exe().expect("current_exe");
-    let out = Command::new(&exe)
-        .args([
-            "--exact",
-            CHILD_TEST,
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, w.key)
-        .output()
-        .unwrap_or_else(|e| panic!("spawning {}: {e}", exe.display()));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "system-loader child for {} failed ({}):\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        w.soname,
-        out.status
-    );
-    let field = |tag: &str| -> String {
-        stdout
-            .lines()
-            .find_map(|l| l.strip_prefix(tag).map(str::to_string))
-            .unwrap_or_else(|| {
-                panic!(
-                    "child for {} printed no {tag}:\nstdout:\n{stdout}",
-                    w.soname
-                )
-            })
-    };
+    let answer = sysref::system_loader(CHILD_TEST, CHILD_ENV, w);
     SystemAnswer {
-        path: PathBuf::from(field("PATH:")),
-        result: field("RESULT:"),
+        path: answer.file(first_symbol(w)).to_path_buf(),
+        result: answer.result,
     }
-}
-
-fn canonical(p: &Path) -> PathBuf {
-    std::fs::canonicalize(p).unwrap_or_else(|e| panic!("canonicalize {}: {e}", p.display()))
-}
-
-/// One line of `/proc/self/maps`.
-#[derive(Debug, Clone)]
-struct MapLine {
-    start: usize,
-    end: usize,
-    perms: String,
-    offset: u64,
-    inode: u64,
-    /// Empty for anonymous memory.
-    path: String,
-    text: String,
-}
-
-fn maps() -> Vec<MapLine> {
-    let text = std::fs::read_to_string("/proc/self/maps").expect("read /proc/self/maps");
-    text.lines()
-        .map(|line| {
-            let mut f = line.splitn(6, ' ');
-            let mut next = || f.next().unwrap_or("");
-            let (range, perms, offset, _dev, inode) = (next(), next(), next(), next(), next());
-            let path = next().trim().to_string();
-            let (s, e) = range.split_once('-').expect("maps range");
-            MapLine {
-                start: usize::from_str_radix(s, 16).expect("maps start"),
-                end: usize::from_str_radix(e, 16).expect("maps end"),
-                perms: perms.to_string(),
-                offset: u64::from_str_radix(offset, 16).expect("maps offset"),
-                inode: inode.parse().expect("maps inode"),
-                path,
-                text: line.to_string(),
-            }
-        })
-        .collect()
-}
-
-fn dump(lines: &[MapLine], keep: impl Fn(&MapLine) -> bool) -> String {
-    lines
-        .iter()
-        .filter(|l| keep(l))
-        .map(|l| l.text.as_str())
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-fn file_name_starts_with(path: &str, stem: &str) -> bool {
-    Path::new(path)
-        .file_name()
-        .is_some_and(|f| f.to_string_lossy().starts_with(stem))
 }
 
 /// Nothing in this process maps the library: neither `path` nor any file
@@ -289,53 +116,14 @@ fn file_name_starts_with(path: &str, stem: &str) -> bool {
 fn assert_not_mapped(w: &Workload, path: &Path, when: &str) {
     let p = path.to_string_lossy();
     let lines = maps();
-    let bad = dump(&lines, |l| {
-        l.path == p || file_name_starts_with(&l.path, w.stem)
+    let bad = maps_dump(&lines, |l| {
+        l.path == p || file_name_starts_with(&l.path, stem(w))
     });
     assert!(
         bad.is_empty(),
         "{when}: {} must not be mapped in this process, but /proc/self/maps has:\n{bad}",
         w.soname
     );
-}
-
-/// The system loader does not know the library (soloader did not delegate
-/// to `dlopen`).
-fn assert_unknown_to_system_loader(soname: &str, when: &str) {
-    let name = CString::new(soname).unwrap();
-    // SAFETY: RTLD_NOLOAD only looks the name up; it never loads.
-    let h = unsafe { libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
-    if !h.is_null() {
-        // SAFETY: balancing the reference RTLD_NOLOAD just took.
-        unsafe { libc::dlclose(h) };
-        panic!("{when}: the system loader has {soname} loaded in this process");
-    }
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
-fn perms_of(prot: i32) -> String {
-    format!(
-        "{}{}{}p",
-        if prot & libc::PROT_READ != 0 {
-            'r'
-        } else {
-            '-'
-        },
-        if prot & libc::PROT_WRITE != 0 {
-            'w'
-        } else {
-            '-'
-        },
-        if prot & libc::PROT_EXEC != 0 {
-            'x'
-        } else {
-            '-'
-        },
-    )
 }
 
 /// Every page of every segment is where `segments()` says, as the kernel
@@ -354,10 +142,10 @@ fn assert_segments_mapped(lib: &Library, path: &Path) {
             span.start,
             span.end,
             lib.segments(),
-            dump(&lines, |l| l.start < span.end && span.start < l.end)
+            maps_dump(&lines, |l| l.start < span.end && span.start < l.end)
         )
     };
-    let at = |a: usize| lines.iter().find(|l| l.start <= a && a < l.end);
+    let at = |a: usize| line_at(&lines, a);
     assert!(!lib.segments().is_empty(), "no segments: {}", ctx());
     for seg in lib.segments() {
         assert!(
@@ -440,7 +228,7 @@ fn assert_segments_mapped(lib: &Library, path: &Path) {
 
 /// Loads `w` with soloader, runs its workload, and checks the answer
 /// against the system loader's. Returns the open library, its canonical
-/// path and the report. The caller holds [`LOCK`].
+/// path and the report. The caller holds [`exclusive`].
 fn load_and_compare(w: &Workload) -> (Library, PathBuf, Report) {
     let system = system_loader(w);
     assert_not_mapped(w, &system.path, "before loading");
@@ -490,35 +278,6 @@ fn close_and_check_unmapped(w: &Workload, lib: Library, path: &Path) {
         .unwrap_or_else(|e| panic!("closing {}: {e}", w.soname));
     assert_not_mapped(w, path, "after close");
     assert_unknown_to_system_loader(w.soname, "after close");
-}
-
-/// Converts a symbol's address to its function type.
-///
-/// # Safety
-/// `T` must be the C type of `name` (a function pointer type).
-unsafe fn func<T: Copy>(get: Sym<'_>, name: &str) -> T {
-    assert_eq!(
-        std::mem::size_of::<T>(),
-        std::mem::size_of::<*const c_void>()
-    );
-    let p = get(name);
-    assert!(!p.is_null(), "symbol {name} not found");
-    // SAFETY: both pointer-sized; the caller vouches for the type.
-    unsafe { std::mem::transmute_copy::<*const c_void, T>(&p) }
-}
-
-/// Copies a C string.
-///
-/// # Safety
-/// `p` must be null or point to a NUL-terminated string.
-unsafe fn cstring(p: *const c_char) -> String {
-    assert!(!p.is_null(), "null C string");
-    // SAFETY: non-null and NUL-terminated (caller).
-    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -751,7 +510,7 @@ fn adler32_reference(data: &[u8]) -> u32 {
 
 #[test]
 fn zlib_matches_system_loader() {
-    let _g = lock();
+    let _g = exclusive();
     let (lib, path, r) = load_and_compare(&ZLIB);
     // Known truths, independent of either loader.
     let input = zlib_input();
@@ -1009,7 +768,7 @@ fn sqlite_workload(get: Sym<'_>) -> Report {
 
 #[test]
 fn sqlite_matches_system_loader() {
-    let _g = lock();
+    let _g = exclusive();
     let (lib, path, r) = load_and_compare(&SQLITE);
     let n = 1000i64;
     assert_eq!(
@@ -1188,7 +947,7 @@ fn expat_workload(get: Sym<'_>) -> Report {
 
 #[test]
 fn expat_matches_system_loader() {
-    let _g = lock();
+    let _g = exclusive();
     let (lib, path, r) = load_and_compare(&EXPAT);
     assert!(r.get("version").starts_with("expat_"), "{r:?}");
     assert_eq!(r.get("elements"), XML_ELEMENTS.to_string());
@@ -1211,94 +970,38 @@ fn expat_matches_system_loader() {
 fn crypto_workload(get: Sym<'_>) -> Report {
     type VersionNum = unsafe extern "C" fn() -> c_ulong;
     type Version = unsafe extern "C" fn(c_int) -> *const c_char;
-    type Sha256 = unsafe extern "C" fn(*const u8, usize, *mut u8) -> *mut u8;
-    type CtxNew = unsafe extern "C" fn() -> *mut c_void;
-    type CtxFree = unsafe extern "C" fn(*mut c_void);
-    type Md = unsafe extern "C" fn() -> *const c_void;
-    type Init = unsafe extern "C" fn(*mut c_void, *const c_void, *mut c_void) -> c_int;
-    type Update = unsafe extern "C" fn(*mut c_void, *const c_void, usize) -> c_int;
-    type Final = unsafe extern "C" fn(*mut c_void, *mut u8, *mut c_uint) -> c_int;
-    type Hmac = unsafe extern "C" fn(
-        *const c_void,
-        *const c_void,
-        c_int,
-        *const u8,
-        usize,
-        *mut u8,
-        *mut c_uint,
-    ) -> *mut u8;
     const OPENSSL_VERSION: c_int = 0;
     const OPENSSL_DIR: c_int = 4;
 
     let mut r = Report::default();
-    // SAFETY: every type is OpenSSL 3's prototype (openssl/crypto.h,
-    // sha.h, evp.h, hmac.h); output buffers are 32 bytes (SHA-256); the
-    // digest context is used between new and free.
+    // SAFETY: OpenSSL 3's prototypes (openssl/crypto.h); `get` finds
+    // libcrypto's symbols, as the digest helpers require.
     unsafe {
         let version_num: VersionNum = func(get, "OpenSSL_version_num");
         let version: Version = func(get, "OpenSSL_version");
-        let sha256: Sha256 = func(get, "SHA256");
-        let ctx_new: CtxNew = func(get, "EVP_MD_CTX_new");
-        let ctx_free: CtxFree = func(get, "EVP_MD_CTX_free");
-        let evp_sha256: Md = func(get, "EVP_sha256");
-        let init: Init = func(get, "EVP_DigestInit_ex");
-        let update: Update = func(get, "EVP_DigestUpdate");
-        let fin: Final = func(get, "EVP_DigestFinal_ex");
-        let hmac: Hmac = func(get, "HMAC");
 
         r.put("version_num", format!("{:#x}", version_num()));
         r.put("version", cstring(version(OPENSSL_VERSION)));
         r.put("dir", cstring(version(OPENSSL_DIR)));
-
-        let mut md = [0u8; 32];
-        let out = sha256(b"abc".as_ptr(), 3, md.as_mut_ptr());
-        assert_eq!(out, md.as_mut_ptr(), "SHA256 returns its output buffer");
-        r.put("sha256_abc", hex(&md));
-
+        r.put("sha256_abc", hex(&sysref::sha256(get, b"abc")));
         // One million 'a', in 1000 updates.
-        let ctx = ctx_new();
-        assert!(!ctx.is_null(), "EVP_MD_CTX_new");
-        let md_type = evp_sha256();
-        assert!(!md_type.is_null(), "EVP_sha256");
-        assert_eq!(
-            init(ctx, md_type, std::ptr::null_mut()),
-            1,
-            "EVP_DigestInit_ex"
-        );
-        let block = [b'a'; 1000];
-        for _ in 0..1000 {
-            assert_eq!(update(ctx, block.as_ptr() as *const c_void, block.len()), 1);
-        }
-        let mut md = [0u8; 32];
-        let mut len: c_uint = 0;
-        assert_eq!(fin(ctx, md.as_mut_ptr(), &mut len), 1, "EVP_DigestFinal_ex");
-        ctx_free(ctx);
-        assert_eq!(len, 32);
-        r.put("sha256_million_a", hex(&md));
-
+        r.put("sha256_million_a", hex(&sysref::sha256_million_a(get)));
         // RFC 4231 test case 2.
-        let key = b"Jefe";
-        let data = b"what do ya want for nothing?";
-        let mut md = [0u8; 32];
-        let mut len: c_uint = 0;
-        let out = hmac(
-            evp_sha256(),
-            key.as_ptr() as *const c_void,
-            key.len() as c_int,
-            data.as_ptr(),
-            data.len(),
-            md.as_mut_ptr(),
-            &mut len,
+        r.put(
+            "hmac_sha256",
+            hex(&sysref::hmac_sha256(
+                get,
+                b"Jefe",
+                b"what do ya want for nothing?",
+            )),
         );
-        assert!(!out.is_null() && len == 32, "HMAC");
-        r.put("hmac_sha256", hex(&md));
     }
     r
 }
 
 #[test]
 fn crypto_matches_system_loader_and_stays_mapped() {
-    let _g = lock();
+    let _g = exclusive();
     let (lib, path, r) = load_and_compare(&CRYPTO);
     assert_eq!(
         r.get("sha256_abc"),
@@ -1333,7 +1036,7 @@ fn crypto_matches_system_loader_and_stays_mapped() {
                     .any(|l| l.path == p && l.start <= a && a < l.end),
                 "NODELETE libcrypto: page {a:#x} of segment {} was unmapped by close:\n{}",
                 seg.index,
-                dump(&lines, |l| l.path == p)
+                maps_dump(&lines, |l| l.path == p)
             );
             a += page_size();
         }
@@ -1360,7 +1063,7 @@ fn crypto_matches_system_loader_and_stays_mapped() {
 
 #[test]
 fn executable_segment_is_mapped_from_the_file() {
-    let _g = lock();
+    let _g = exclusive();
     let w = &SQLITE;
     let system = system_loader_path_only(w);
     assert_not_mapped(w, &system, "before loading");
@@ -1395,7 +1098,7 @@ fn executable_segment_is_mapped_from_the_file() {
                 panic!(
                     "no single maps line holds text segment {:#x?}:\n{}",
                     seg,
-                    dump(&lines, |l| l.start < span.end && span.start < l.end)
+                    maps_dump(&lines, |l| l.start < span.end && span.start < l.end)
                 )
             });
         assert_eq!(
@@ -1413,7 +1116,7 @@ fn executable_segment_is_mapped_from_the_file() {
         );
     }
     // No executable anonymous memory in the span.
-    let anon_exec = dump(&lines, |l| {
+    let anon_exec = maps_dump(&lines, |l| {
         l.start < span.end && span.start < l.end && l.perms.contains('x') && l.path != p
     });
     assert!(
@@ -1446,7 +1149,7 @@ fn system_loader_path_only(w: &Workload) -> PathBuf {
 
 #[test]
 fn close_unmaps_and_reload_works() {
-    let _g = lock();
+    let _g = exclusive();
     for w in [&ZLIB, &SQLITE, &EXPAT] {
         let system = system_loader_path_only(w);
         assert_not_mapped(w, &system, "before loading");
@@ -1458,9 +1161,8 @@ fn close_unmaps_and_reload_works() {
             assert_segments_mapped(&lib, &path);
             // SAFETY: every version function is `const char *(void)` except
             // OpenSSL's, which is not in this list.
-            let f =
-                unsafe { lib.get::<unsafe extern "C" fn() -> *const c_char>(w.run_first_symbol()) }
-                    .expect("version function");
+            let f = unsafe { lib.get::<unsafe extern "C" fn() -> *const c_char>(first_symbol(w)) }
+                .expect("version function");
             // SAFETY: returns a static string.
             assert!(!unsafe { cstring(f()) }.is_empty());
             close_and_check_unmapped(w, lib, &path);
@@ -1470,7 +1172,7 @@ fn close_unmaps_and_reload_works() {
 
 #[test]
 fn close_unmaps_only_after_the_last_handle() {
-    let _g = lock();
+    let _g = exclusive();
     let w = &EXPAT;
     let system = system_loader_path_only(w);
     assert_not_mapped(w, &system, "before loading");

@@ -1,27 +1,42 @@
-//! Shared helpers for the `tests/testlibs_*.rs` end-to-end tests.
+//! Shared helpers for the integration tests (`mod common;`).
 //!
-//! - where the C test libraries are, and private copies of them (a copy is
-//!   a different file, so soloader loads a fresh instance of it even when
-//!   another test thread has the original open);
+//! - where the C test libraries are, temporary directories, and private
+//!   copies of libraries (a copy is a different file, so soloader loads a
+//!   fresh instance of it even when another test thread has the original
+//!   open);
 //! - traced loads (`VecSink`) and small queries over the events;
 //! - `/proc/self/maps` and `/proc/self/fd`;
-//! - child processes: the test binary re-executes itself, filtered to its
-//!   `#[ignore]`d `child_helper` test, with `SOLOADER_TEST_CHILD` naming
-//!   what to do. The child prints `RESULT:<value>` lines. The system
-//!   loader's answers (`dlopen`/`dlsym`) are computed only in children, so
-//!   no test process ever has a test library loaded by glibc;
+//! - child processes: the test binary re-executes itself, filtered to one
+//!   of its `#[ignore]`d tests ([`self_test`], [`child_stdout`]), with an
+//!   environment variable naming what to do ([`child_selection`]); the
+//!   child prints tagged lines ([`emit`]) that the parent reads back
+//!   ([`tagged`]). The generic `child_helper` scenarios ([`run_child`],
+//!   [`child_main`]) print `RESULT:<value>` lines. The system loader's
+//!   answers (`dlopen`/`dlsym`) are computed only in children, so no test
+//!   process ever has a test library loaded by glibc;
 //! - per-binary locks: tests asserting on process-global state (what is
 //!   mapped, which fds are open, whether a load is fresh) take
 //!   [`exclusive`]; tests that only need the loader to work take
 //!   [`shared`].
+//!
+//! Submodules, for the tests that need them: [`sysref`] (workloads run
+//! against soloader here and against the system loader in a child),
+//! [`rss_workers`] (the `soloader rss-worker` processes and their
+//! reports), [`json`] (a small JSON reader).
 
 #![allow(dead_code)]
 
+pub mod json;
+pub mod rss_workers;
+pub mod sysref;
+
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
+use std::fmt::Display;
 use std::fs;
 use std::io::Write;
 use std::os::raw::{c_char, c_void};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,6 +64,9 @@ pub fn lib(name: &str) -> PathBuf {
     testlibs().join(name)
 }
 
+/// The `soloader` binary of this package.
+pub const SOLOADER: &str = env!("CARGO_BIN_EXE_soloader");
+
 /// A directory removed (with its contents) when dropped.
 pub struct TempDir(PathBuf);
 
@@ -66,6 +84,15 @@ impl TempDir {
         TempDir(dir)
     }
 
+    /// As [`TempDir::new`], mode 0700 (what the relocation cache accepts
+    /// as its directory).
+    pub fn private(tag: &str) -> TempDir {
+        let dir = TempDir::new(tag);
+        fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o700))
+            .unwrap_or_else(|e| panic!("chmod 0700 {}: {e}", dir.0.display()));
+        dir
+    }
+
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.0
@@ -75,12 +102,54 @@ impl TempDir {
     pub fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
+
+    /// Copies `src` into the directory as `name`; returns the copy's path.
+    pub fn copy_from(&self, src: &Path, name: &str) -> PathBuf {
+        let dst = self.join(name);
+        fs::copy(src, &dst)
+            .unwrap_or_else(|e| panic!("copying {} to {}: {e}", src.display(), self.0.display()));
+        dst
+    }
+
+    /// Copies test library `name` into the directory; returns the copy's
+    /// path.
+    pub fn copy_lib(&self, name: &str) -> PathBuf {
+        self.copy_from(&lib(name), name)
+    }
+
+    /// As [`TempDir::copy_from`], and written back to disk: a freshly
+    /// written file's page-cache pages are dirty, and `smaps` would count
+    /// them as `Shared_Dirty`/`Private_Dirty` in every mapping.
+    pub fn copy_synced(&self, src: &Path, name: &str) -> PathBuf {
+        let dst = self.copy_from(src, name);
+        fs::File::open(&dst)
+            .and_then(|f| f.sync_all())
+            .unwrap_or_else(|e| panic!("syncing {}: {e}", dst.display()));
+        dst
+    }
+
+    /// Every file name in the directory, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(&self.0)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", self.0.display()))
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
 }
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        // A test may have changed the directory's mode.
+        let _ = fs::set_permissions(&self.0, fs::Permissions::from_mode(0o700));
         let _ = fs::remove_dir_all(&self.0);
     }
+}
+
+/// `p`'s canonical path; panics if it has none.
+pub fn canonical(p: &Path) -> PathBuf {
+    fs::canonicalize(p).unwrap_or_else(|e| panic!("canonicalize {}: {e}", p.display()))
 }
 
 /// Copies the named test libraries into a new temporary directory. The
@@ -89,8 +158,7 @@ impl Drop for TempDir {
 pub fn private_copies(names: &[&str]) -> TempDir {
     let dir = TempDir::new(names.first().copied().unwrap_or("empty"));
     for name in names {
-        fs::copy(lib(name), dir.join(name))
-            .unwrap_or_else(|e| panic!("copying {name} to {}: {e}", dir.path().display()));
+        dir.copy_lib(name);
     }
     dir
 }
@@ -263,7 +331,10 @@ pub struct MapLine {
     pub perms: String,
     pub offset: u64,
     pub inode: u64,
+    /// Empty for anonymous memory.
     pub path: String,
+    /// The whole line, for messages.
+    pub text: String,
 }
 
 /// The current `/proc/self/maps`.
@@ -271,30 +342,72 @@ pub fn maps() -> Vec<MapLine> {
     let text = fs::read_to_string("/proc/self/maps").expect("reading /proc/self/maps");
     text.lines()
         .map(|line| {
-            let mut f = line.split_ascii_whitespace();
-            let range = f.next().expect("maps: range");
-            let perms = f.next().expect("maps: perms").to_string();
-            let offset = u64::from_str_radix(f.next().expect("maps: offset"), 16).unwrap();
-            let _dev = f.next();
-            let inode: u64 = f.next().expect("maps: inode").parse().unwrap();
-            let path = f.collect::<Vec<_>>().join(" ");
+            let mut f = line.splitn(6, ' ');
+            let mut next = |what: &str| f.next().unwrap_or_else(|| panic!("maps: {what}: {line}"));
+            let (range, perms, offset, _dev, inode) = (
+                next("range"),
+                next("perms"),
+                next("offset"),
+                next("dev"),
+                next("inode"),
+            );
+            // The path is padded on the left; anonymous memory has none.
+            let path = f.next().unwrap_or("").trim().to_string();
             let (s, e) = range.split_once('-').expect("maps: range");
             MapLine {
-                start: usize::from_str_radix(s, 16).unwrap(),
-                end: usize::from_str_radix(e, 16).unwrap(),
-                perms,
-                offset,
-                inode,
+                start: usize::from_str_radix(s, 16).expect("maps: start"),
+                end: usize::from_str_radix(e, 16).expect("maps: end"),
+                perms: perms.to_string(),
+                offset: u64::from_str_radix(offset, 16).expect("maps: offset"),
+                inode: inode.parse().expect("maps: inode"),
                 path,
+                text: line.to_string(),
             }
         })
         .collect()
+}
+
+/// The lines of `lines` that `keep` accepts, as `/proc/self/maps` shows
+/// them, one per line (for assertion messages).
+pub fn maps_dump(lines: &[MapLine], keep: impl Fn(&MapLine) -> bool) -> String {
+    lines
+        .iter()
+        .filter(|l| keep(l))
+        .map(|l| l.text.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Whether the file name of `path` starts with `stem` (`libz.so` for any
+/// version of libz).
+pub fn file_name_starts_with(path: &str, stem: &str) -> bool {
+    Path::new(path)
+        .file_name()
+        .is_some_and(|f| f.to_string_lossy().starts_with(stem))
+}
+
+/// The files mapped in this process whose name starts with `stem`, in
+/// address order (consecutive repeats removed).
+pub fn mapped_files_named(stem: &str) -> Vec<String> {
+    let mut v: Vec<String> = maps()
+        .into_iter()
+        .filter(|l| file_name_starts_with(&l.path, stem))
+        .map(|l| l.path)
+        .collect();
+    v.dedup();
+    v
 }
 
 /// The lines of `/proc/self/maps` mapping `path`.
 pub fn maps_of(path: &Path) -> Vec<MapLine> {
     let p = path.to_string_lossy();
     maps().into_iter().filter(|m| m.path == p).collect()
+}
+
+/// The system page size.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
 /// The number of open file descriptors.
@@ -463,7 +576,8 @@ pub fn glibc_dlsym(h: *mut c_void, name: &str) -> usize {
     p as usize
 }
 
-fn dlerror() -> String {
+/// The system loader's last error message.
+pub fn dlerror() -> String {
     // SAFETY: dlerror returns NULL or a C string.
     let p = unsafe { libc::dlerror() };
     if p.is_null() {
@@ -494,65 +608,107 @@ pub fn cstr(p: *const c_char) -> String {
 // ---------------------------------------------------------------------------
 // Child processes
 
-/// Prints one `RESULT:` line for the parent.
-pub fn result(value: impl std::fmt::Display) {
+/// Prints one `<tag><value>` line for the parent (a child's answer).
+pub fn emit(tag: &str, value: impl Display) {
     let mut out = std::io::stdout().lock();
     // A leading newline: libtest may have printed "test x ... " on this line.
-    writeln!(out, "\nRESULT:{value}").unwrap();
+    writeln!(out, "\n{tag}{value}").unwrap();
     out.flush().unwrap();
+}
+
+/// Prints one `RESULT:` line for the parent.
+pub fn result(value: impl Display) {
+    emit("RESULT:", value);
+}
+
+/// The command running this test binary's (ignored) test `test`, alone,
+/// with its output on stdout; the caller adds the environment.
+pub fn self_test(test: &str) -> Command {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "--exact",
+        test,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    cmd
+}
+
+/// Runs `cmd` (from [`self_test`]) and returns its stdout. Panics, with
+/// the child's output, unless it succeeded and ran its one test; `what`
+/// names the child in the messages.
+pub fn child_stdout(cmd: &mut Command, what: &str) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    assert!(
+        stdout.contains("1 passed"),
+        "{what} did not run its test:\n{stdout}"
+    );
+    stdout
+}
+
+/// The rest of the first line of a child's `stdout` that starts with
+/// `tag` (see [`emit`]); panics if there is none.
+pub fn tagged<'a>(stdout: &'a str, tag: &str) -> &'a str {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(tag))
+        .unwrap_or_else(|| panic!("the child printed no {tag}:\n{stdout}"))
+}
+
+/// In a child started with `env` set (see [`self_test`]): the item of
+/// `items` whose `key` is that variable's value; panics if none is.
+/// `None` in any other process.
+pub fn child_selection<'a, T>(
+    env: &str,
+    items: &'a [T],
+    key: impl Fn(&T) -> &str,
+) -> Option<&'a T> {
+    let want = std::env::var(env).ok()?;
+    let item = items
+        .iter()
+        .find(|i| key(i) == want)
+        .unwrap_or_else(|| panic!("{env}: unknown child selection {want}"));
+    Some(item)
 }
 
 /// Runs this test binary's `child_helper` test in a child process with
 /// `SOLOADER_TEST_CHILD=scenario` and `env`, and returns its `RESULT:`
 /// values. Panics (with the child's output) if the child fails.
 pub fn run_child(scenario: &str, env: &[(&str, &str)]) -> Vec<String> {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "child_helper",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env(CHILD_ENV, scenario)
-    .env_remove(INIT_LOG_ENV)
-    .env_remove(CALLS_ENV);
+    let mut cmd = self_test("child_helper");
+    cmd.env(CHILD_ENV, scenario)
+        .env_remove(INIT_LOG_ENV)
+        .env_remove(CALLS_ENV);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("running the child test process");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "child scenario {scenario} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        out.status
-    );
-    let results: Vec<String> = stdout
+    let stdout = child_stdout(&mut cmd, &format!("child scenario {scenario}"));
+    stdout
         .lines()
         .filter_map(|l| l.find("RESULT:").map(|i| l[i + 7..].to_string()))
-        .collect();
-    assert!(
-        stdout.contains("1 passed"),
-        "child scenario {scenario} did not run its helper:\n{stdout}"
-    );
-    results
+        .collect()
 }
 
 /// The body of each test binary's `child_helper`: does nothing unless run
 /// as a child; runs the generic scenarios, then the binary's own.
 pub fn child_main(own: &[(&str, fn())]) {
-    let Ok(scenario) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    if scenario == "glibc_calls" {
+    if std::env::var(CHILD_ENV).as_deref() == Ok("glibc_calls") {
         glibc_calls_child();
         return;
     }
-    match own.iter().find(|(name, _)| *name == scenario) {
-        Some((_, f)) => f(),
-        None => panic!("unknown child scenario {scenario}"),
+    if let Some((_, f)) = child_selection(CHILD_ENV, own, |(name, _)| name) {
+        f();
     }
 }
 
