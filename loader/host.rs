@@ -41,6 +41,10 @@ pub(crate) struct HostObject {
     pub soname: Option<String>,
     /// Load bias.
     pub base: usize,
+    /// Where its `.dynamic` is: with `base`, what tells this object from
+    /// another mapped at the same place later (without reading its
+    /// symbol table).
+    pub dynamic: usize,
     /// Its dynamic symbols (read on first use).
     pub symtab: Symbols,
     /// Its version definitions (read with the symbols).
@@ -394,6 +398,7 @@ fn index_one(name: String, r: &Raw) -> Option<HostObject> {
         name,
         soname,
         base: r.base,
+        dynamic: r.base.wrapping_add(dyn_vaddr as usize),
         symtab: Symbols(Arc::clone(&tables)),
         versions: Versions(tables),
         needed,

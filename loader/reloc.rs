@@ -602,7 +602,7 @@ impl Relocator<'_> {
                 .modules
                 .iter()
                 .map(|m| match m {
-                    Module::Host(h) => ScopeId::Host(h.base, h.symtab.len()),
+                    Module::Host(h) => ScopeId::Host(h.base, h.dynamic),
                     Module::Loaded(o) => ScopeId::File(o.file_id, o.stamp),
                 })
                 .collect(),
@@ -791,7 +791,8 @@ type Stamp = (u64, i64, i64, i64, i64);
 /// Identity of a module in a scope.
 #[derive(Clone, PartialEq, Eq)]
 enum ScopeId {
-    /// A host object: where it is and how many symbols it has.
+    /// A host object: where it and its `.dynamic` are (its symbol table
+    /// is read only if a lookup needs it).
     Host(usize, usize),
     File((u64, u64), Stamp),
 }
