@@ -98,6 +98,12 @@
 //! in place; it creates them read-only (0444) and replaces them by
 //! `rename`.
 //!
+//! # Housekeeping
+//!
+//! Each write tidies the directory ([`Dir::tidy`]): temporary files of
+//! writers that died, the oldest files of the same library and place
+//! beyond [`VARIANTS`], the oldest beyond [`FILES`] in all.
+//!
 //! # The trade-offs
 //!
 //! - **ASLR.** A cached library's address is a function of its build-id:
@@ -211,6 +217,14 @@ pub(crate) struct Dir {
     /// This process's effective uid, which must own the cache files.
     uid: libc::uid_t,
 }
+
+/// Cache files kept for one library at one place (one per scope
+/// fingerprint: hosts with different global scopes load it too).
+pub(crate) const VARIANTS: usize = 4;
+/// Cache files kept in one directory.
+pub(crate) const FILES: usize = 256;
+/// Age after which a temporary file is a dead writer's leftover.
+const TMP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The cache directories this process has opened, by path: a later load
 /// with the same directory reuses the descriptor (one `stat` of the path
@@ -344,6 +358,66 @@ impl Dir {
             // SAFETY: a valid directory descriptor and C string.
             unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) };
         }
+    }
+
+    /// Keeps the directory from growing without end, after `keep` was
+    /// written: removes temporary files older than [`TMP_AGE`] (left by a
+    /// writer that died), the oldest files of `keep`'s library and place
+    /// beyond [`VARIANTS`] (one per scope seen: a host that changed leaves
+    /// its old ones behind), and the oldest files beyond [`FILES`] in all
+    /// (a library that changed leaves its old build-id's behind). Only
+    /// regular files owned by this user, and never `keep`. Removing a file
+    /// another process has mapped is safe: its mapping keeps the pages. A
+    /// process about to open it finds none and writes it again. Returns the
+    /// names removed.
+    fn tidy(&self, keep: &str) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+        else {
+            return Vec::new();
+        };
+        let now = std::time::SystemTime::now();
+        let mut removed = Vec::new();
+        let mut files: Vec<(std::time::SystemTime, String)> = Vec::new();
+        for e in entries.flatten() {
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            // Not following links: the entry itself.
+            let Ok(m) = e.metadata() else { continue };
+            if !m.file_type().is_file() || m.uid() != self.uid || name == keep {
+                continue;
+            }
+            let Ok(mtime) = m.modified() else { continue };
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                if now.duration_since(mtime).is_ok_and(|age| age > TMP_AGE) {
+                    self.unlink(&name);
+                    removed.push(name);
+                }
+            } else if name.ends_with(".relcache") {
+                files.push((mtime, name));
+            }
+        }
+        files.sort();
+        // The part naming the library and its place: up to the scope.
+        let group = |n: &str| n.rsplit_once('-').map(|(g, _)| g.to_owned());
+        let mine = group(keep);
+        let mut same = files.iter().filter(|(_, n)| group(n) == mine).count();
+        files.retain(|(_, n)| {
+            if same + 1 > VARIANTS && group(n) == mine {
+                same -= 1;
+                self.unlink(n);
+                removed.push(n.clone());
+                false
+            } else {
+                true
+            }
+        });
+        let extra = (files.len() + 1).saturating_sub(FILES);
+        for (_, n) in files.into_iter().take(extra) {
+            self.unlink(&n);
+            removed.push(n);
+        }
+        removed
     }
 
     /// Renames `from` to `to` in the directory; with `replace` false, fails
@@ -1544,6 +1618,17 @@ impl<'a> Session<'a> {
             || format!("{} pages, {stubs} stubs", pages.len()),
             || pages.to_vec(),
         );
+        let removed = self.dir.tidy(&self.name);
+        if !removed.is_empty() {
+            trace(
+                self.sys.tracer,
+                &self.obj.path,
+                "tidied",
+                None,
+                || format!("removed {}", removed.join(", ")),
+                Vec::new,
+            );
+        }
         Ok(Some((file, header.len() as u64)))
     }
 

@@ -392,6 +392,85 @@ fn a_corrupt_cache_file_is_ignored_and_rewritten() {
     );
 }
 
+/// Creates `dir/name` with a modification time `age` in the past.
+fn aged_file(dir: &Path, name: &str, age: std::time::Duration) -> PathBuf {
+    let p = dir.join(name);
+    let f = fs::File::create(&p).unwrap();
+    f.set_modified(std::time::SystemTime::now() - age).unwrap();
+    p
+}
+
+#[test]
+fn writing_a_cache_file_tidies_the_directory() {
+    // The limits in loader/relcache.rs: VARIANTS files per library and
+    // place, FILES in all, temporary files dead after 10 minutes.
+    const VARIANTS: usize = 4;
+    const FILES: usize = 256;
+    let hour = std::time::Duration::from_secs(3600);
+    let _g = exclusive();
+    let libs = TempDir::private("libs");
+    let cache = TempDir::private("cache");
+    let lib = libs.copy_lib("libarith.so");
+    drop(load(&lib, Some(cache.path())).0);
+    let written = cache_files(&cache).pop().unwrap();
+    let name = written.file_name().unwrap().to_str().unwrap().to_owned();
+    let (group, _) = name.rsplit_once('-').unwrap();
+    // Five other scopes' files for the same library and place, oldest
+    // first; a dead writer's temporary file and a live one; 300 files of
+    // other libraries, older still; something that is not a cache file.
+    let variants: Vec<PathBuf> = (0..5)
+        .map(|i| {
+            aged_file(
+                cache.path(),
+                &format!("{group}-{:016x}.relcache", i + 1),
+                hour * (10 - i),
+            )
+        })
+        .collect();
+    let dead = aged_file(cache.path(), ".x.relcache.1.2.3.tmp", hour);
+    let live = aged_file(
+        cache.path(),
+        ".y.relcache.1.2.3.tmp",
+        std::time::Duration::ZERO,
+    );
+    let others: Vec<PathBuf> = (0..300u32)
+        .map(|i| {
+            aged_file(
+                cache.path(),
+                &format!("other{i:03}-1000-{:016x}.relcache", i),
+                hour * (1000 - i),
+            )
+        })
+        .collect();
+    let notes = aged_file(cache.path(), "notes.txt", hour * 2000);
+    // The next write (the file gone: a miss) tidies.
+    fs::remove_file(&written).unwrap();
+    let (l, events) = load(&lib, Some(cache.path()));
+    assert!(used(&l).written);
+    drop(l);
+    assert!(written.exists(), "the file just written stays");
+    assert!(
+        has_event(&events, "tidied", "removed"),
+        "{:?}",
+        cache_events(&events)
+    );
+    // The newest VARIANTS - 1 other variants stay, with the new file.
+    let kept: Vec<bool> = variants.iter().map(|p| p.exists()).collect();
+    assert_eq!(kept, [false, false, true, true, true]);
+    assert_eq!(kept.iter().filter(|k| **k).count(), VARIANTS - 1);
+    assert!(!dead.exists(), "a dead writer's temporary file goes");
+    assert!(live.exists(), "a live writer's temporary file stays");
+    assert!(notes.exists(), "not a cache file: left alone");
+    // FILES in all, the oldest others gone.
+    assert_eq!(cache_files(&cache).len(), FILES);
+    let others_kept = others.iter().filter(|p| p.exists()).count();
+    assert_eq!(others_kept, FILES - VARIANTS);
+    assert!(others[299].exists() && !others[0].exists());
+    // And the cache still works: a hit.
+    let (l, _) = load(&lib, Some(cache.path()));
+    assert!(used(&l).hit);
+}
+
 #[test]
 fn an_unsafe_directory_is_refused_and_a_writable_file_ignored() {
     let _g = exclusive();
