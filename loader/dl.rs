@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::elf::hash::{sysv_hash, Name, VersionReq};
-use crate::library::{Library, Options};
+use crate::library::Library;
 use crate::object::{Found, Held, Module, Object, Scope};
 
 /// soloader's implementation of an import, if it provides one.
@@ -104,7 +104,13 @@ pub(crate) unsafe extern "C" fn dlopen_impl(
     }
     let caller = crate::library::object_containing(caller);
     let noload = flags & libc::RTLD_NOLOAD != 0;
-    match Library::open_from(&n, &Options::new(), caller.as_deref(), noload) {
+    // A library soloader loaded passes on the options it was loaded with
+    // (search path, trace, relocation cache).
+    let options = caller
+        .as_deref()
+        .and_then(|c| c.options.get().cloned())
+        .unwrap_or_default();
+    match Library::open_from(&n, &options, caller.as_deref(), noload) {
         Ok(lib) => {
             ADDS.fetch_add(1, Ordering::Relaxed);
             let h = Box::into_raw(Box::new(lib)) as usize;

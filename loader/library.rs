@@ -233,6 +233,16 @@ impl Library {
                     tracer: options.tracer.clone(),
                 });
             }
+            // What these libraries' own dlopen calls load with: these
+            // options, less the ones that belong to this call alone.
+            let inherited = Options {
+                fail: None,
+                check_only: false,
+                ..options.clone()
+            };
+            for o in &tree.new {
+                let _ = o.options.set(inherited.clone());
+            }
             register(&guard, &tree);
             initialise(&guard, &order, &options.tracer)?;
         }

@@ -85,6 +85,9 @@ pub(crate) struct Object {
     /// mapped at its deterministic place; owns the stub area after the
     /// span.
     pub relcache: Option<crate::relcache::Placed>,
+    /// The options of the load that mapped it: what the library's own
+    /// `dlopen` calls load with (search path, trace, relocation cache).
+    pub options: OnceLock<crate::library::Options>,
 }
 
 /// The public fields of glibc's `struct link_map` (`<link.h>`).
@@ -213,6 +216,7 @@ impl Object {
             eh_frame: OnceLock::new(),
             eh_registered: AtomicBool::new(false),
             pins: AtomicUsize::new(0),
+            options: OnceLock::new(),
             c_path,
             link_map,
             debug: Mutex::new(None),

@@ -392,6 +392,52 @@ fn a_corrupt_cache_file_is_ignored_and_rewritten() {
     );
 }
 
+/// The relocation-cache events about the file named `name`: what happened.
+fn cache_events_of(events: &[Event], name: &str) -> Vec<&'static str> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::RelocationCache { path, what, .. }
+                if path.file_name().is_some_and(|f| f == name) =>
+            {
+                Some(*what)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_library_s_own_dlopen_uses_the_cache_it_was_loaded_with() {
+    let _g = exclusive();
+    let libs = TempDir::private("libs");
+    let cache = TempDir::private("cache");
+    let host = libs.copy_lib("libpluginhost.so");
+    libs.copy_lib("libplugin_impl.so");
+    for round in 0..2 {
+        let sink = VecSink::new();
+        let o = Options::new()
+            .relocation_cache(cache.path())
+            .trace(Arc::new(sink.clone()));
+        let l = Library::open_with(&host, &o).unwrap();
+        // SAFETY: signatures from testlibs/pluginhost.c; plugin_call
+        // dlopens libplugin_impl.so (found through its RUNPATH).
+        let (call, close) = unsafe {
+            (
+                *l.get::<extern "C" fn(i32) -> i32>("plugin_call").unwrap(),
+                *l.get::<extern "C" fn() -> i32>("plugin_close").unwrap(),
+            )
+        };
+        assert_eq!(call(21), 42);
+        assert_eq!(close(), 0);
+        drop(l);
+        let plugin = cache_events_of(&sink.events(), "libplugin_impl.so");
+        let want = if round == 0 { "written" } else { "hit" };
+        assert!(plugin.contains(&want), "round {round}: {plugin:?}");
+    }
+    assert_eq!(cache_files(&cache).len(), 2, "one file each");
+}
+
 /// Creates `dir/name` with a modification time `age` in the past.
 fn aged_file(dir: &Path, name: &str, age: std::time::Duration) -> PathBuf {
     let p = dir.join(name);
