@@ -97,6 +97,8 @@ pub enum Error {
     Host {
         /// The library.
         name: String,
+        /// The library whose `DT_NEEDED` named it, if any.
+        needed_by: Option<PathBuf>,
         /// `dlerror()`'s words.
         message: String,
     },
@@ -249,8 +251,16 @@ impl Error {
                 "{}: {op}({addr:#x}, {len:#x}) failed: {source}",
                 path.display()
             ),
-            Error::Host { name, message } => {
-                write!(f, "{name}: the system loader refused it: {message}")
+            Error::Host {
+                name,
+                needed_by,
+                message,
+            } => {
+                write!(f, "{name}")?;
+                if let Some(by) = needed_by {
+                    write!(f, " (needed by {})", by.display())?;
+                }
+                write!(f, ": the system loader refused it: {message}")
             }
             Error::Runtime { path, what } => write!(f, "{}: {what}", path.display()),
         }

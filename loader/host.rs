@@ -480,6 +480,7 @@ pub(crate) fn ensure_loaded(name: &str) -> Result<(Arc<HostObject>, bool)> {
     }
     let c = CString::new(name).map_err(|_| Error::Host {
         name: name.into(),
+        needed_by: None,
         message: "name contains a NUL byte".into(),
     })?;
     // SAFETY: dlopen with a valid C string; the handle is kept forever.
@@ -496,6 +497,7 @@ pub(crate) fn ensure_loaded(name: &str) -> Result<(Arc<HostObject>, bool)> {
         };
         return Err(Error::Host {
             name: name.into(),
+            needed_by: None,
             message: msg,
         });
     }
@@ -521,6 +523,7 @@ pub(crate) fn ensure_loaded(name: &str) -> Result<(Arc<HostObject>, bool)> {
     });
     o.map(|o| (o, true)).ok_or_else(|| Error::Host {
         name: name.into(),
+        needed_by: None,
         message: "loaded, but not found among the host's objects".into(),
     })
 }

@@ -177,7 +177,14 @@ impl<'a> Loader<'a> {
         let ix = host::index();
         let own = self.own_libstdcxx && name.starts_with("libstdc++.so");
         if (host::is_host_family(name) && !own) || ix.by_name(name).is_some() {
-            let (h, newly_loaded) = host::ensure_loaded(name)?;
+            let (h, newly_loaded) = host::ensure_loaded(name).map_err(|e| match e {
+                Error::Host { name, message, .. } => Error::Host {
+                    name,
+                    needed_by: Some(by.path.clone()),
+                    message,
+                },
+                e => e,
+            })?;
             self.tracer.emit(|| Event::HostLibrary {
                 name: name.to_string(),
                 path: h.name.clone(),

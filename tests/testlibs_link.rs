@@ -399,6 +399,38 @@ fn missing_symbol_is_an_undefined_symbol_error() {
 }
 
 #[test]
+fn a_host_library_the_system_loader_refuses_names_who_needed_it() {
+    let _g = shared();
+    // libarith with its DT_NEEDED "libc.so.6" turned into "libc.so.9": a
+    // glibc-family name, which only the system loader may load, and it
+    // has no such file.
+    let dir = TempDir::private("hostneed");
+    let path = dir.copy_lib("libarith.so");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(10)
+        .position(|w| w == b"libc.so.6\0")
+        .expect("libc.so.6 in .dynstr");
+    bytes[at + 8] = b'9';
+    std::fs::write(&path, bytes).unwrap();
+    let err = Library::open(&path).expect_err("libc.so.9 does not exist");
+    match &err {
+        Error::Host {
+            name, needed_by, ..
+        } => {
+            assert_eq!(name, "libc.so.9");
+            assert_eq!(needed_by.as_deref(), Some(path.as_path()));
+        }
+        other => panic!("expected Error::Host, got {other:?}"),
+    }
+    let msg = err.to_string();
+    assert!(
+        msg.contains("needed by") && msg.contains("libarith.so"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn missing_dependency_is_a_not_found_error() {
     let _g = shared();
     let path = lib("libneedmissing.so");
