@@ -77,6 +77,10 @@ const LIBS: &[Lib] = &[
     ("libdup_ba.so",      &["dupuser.c"],     &[RUNPATH],          &["dup_b", "dup_a"]),
     // Undefined, non-weak symbol that nothing provides.
     ("libmissing.so",     &["missing.c"],     &[],                 &[]),
+    // The host's RTLD_GLOBAL libraries are in the global scope: the user
+    // imports from the provider without needing it.
+    ("libglobalprovider.so", &["globalprovider.c"], &[],             &[]),
+    ("libglobaluser.so",  &["globaluser.c"],  &[],                 &[]),
     // PT_GNU_STACK with PF_X: must be refused.
     ("libexecstack.so",   &["execstack.c"],   &["-Wl,-z,execstack"], &[]),
     // DT_NEEDED on a library that is not there (libghost.so is LINK_ONLY).

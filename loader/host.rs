@@ -339,7 +339,10 @@ fn executable_path() -> String {
         .unwrap_or_else(|_| "<executable>".into())
 }
 
-/// The executable's breadth-first dependency list, over `objects`.
+/// The system loader's global scope, over `objects` (in load order): the
+/// executable's breadth-first dependency list, then the libraries the host
+/// opened with `RTLD_GLOBAL`, in the order it opened them — what glibc's
+/// `dlopen(RTLD_LOCAL)` resolves a new library's imports against first.
 fn global_scope(objects: &[Arc<HostObject>]) -> Vec<Arc<HostObject>> {
     let Some(exe) = objects.first() else {
         return Vec::new();
@@ -357,7 +360,56 @@ fn global_scope(objects: &[Arc<HostObject>]) -> Vec<Arc<HostObject>> {
         }
         i += 1;
     }
+    let opened_global: Vec<Arc<HostObject>> = objects
+        .iter()
+        .filter(|o| !out.iter().any(|x| Arc::ptr_eq(x, o)) && opened_global(o))
+        .cloned()
+        .collect();
+    out.extend(opened_global);
     out
+}
+
+/// Whether the host opened `o` with `RTLD_GLOBAL` (it is not a dependency
+/// of the executable). glibc keeps that flag private; what it does show is
+/// its effect: `dlsym(RTLD_DEFAULT, name)` searches the global scope, so a
+/// function or variable only `o` defines there resolves into `o` exactly
+/// when `o` is in it. Up to 8 of `o`'s global definitions are asked for
+/// (one defined earlier in the scope too resolves there instead). A
+/// library the host opened `RTLD_LOCAL` and later promoted with
+/// `RTLD_NOLOAD | RTLD_GLOBAL` is seen at the next change of the host's
+/// set of libraries (the index is rebuilt only then).
+fn opened_global(o: &HostObject) -> bool {
+    use goblin::elf::sym::{STB_GLOBAL, STT_FUNC, STT_OBJECT};
+    let st: &SymTab = &o.symtab;
+    let mut asked = 0;
+    for i in st.hashed_from()..st.len() {
+        let Some(sym) = st.sym(i) else { break };
+        if sym.st_info >> 4 != STB_GLOBAL
+            || !matches!(sym.st_info & 0xf, STT_FUNC | STT_OBJECT)
+            || !st.exported(i, &sym)
+        {
+            continue;
+        }
+        let Ok(name) = CString::new(st.name(&sym)) else {
+            continue;
+        };
+        // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only
+        // looks the name up.
+        let found = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
+        if found == 0 {
+            // Not left for the host's next dlerror().
+            // SAFETY: dlerror only reads and clears this thread's state.
+            unsafe { libc::dlerror() };
+        }
+        if found == o.base.wrapping_add(sym.st_value as usize) {
+            return true;
+        }
+        asked += 1;
+        if asked == 8 {
+            break;
+        }
+    }
+    false
 }
 
 /// Indexes one host object: its dynamic section, `DT_SONAME` and
