@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use goblin::elf::program_header::{PT_DYNAMIC, PT_LOAD};
 
 use crate::elf::dynamic::{cstr_at, DynInfo, Tables};
-use crate::elf::hash::{HashTable, SymTab};
+use crate::elf::hash::{HashTable, Name, SymTab};
 use crate::elf::versions::VersionTable;
 use crate::elf::{LoadSegment, View};
 use crate::error::{Error, Result};
@@ -54,6 +54,10 @@ pub(crate) struct HostObject {
     /// For static TLS: the block's offset from the thread pointer (the
     /// same in every thread). `None` without TLS or for dynamic TLS.
     pub tls_offset: Option<isize>,
+    /// Known to be in the system loader's global scope ([`opened_global`]
+    /// said so once; it cannot leave it while loaded). Not knowing is
+    /// asked again at each rebuild: a library can be promoted.
+    global: OnceLock<()>,
     /// `DT_NEEDED`, to follow the executable's dependency tree.
     pub needed: Vec<String>,
 }
@@ -86,6 +90,9 @@ struct LazyTables {
     dynamic: DynInfo,
     /// The tables, once read.
     tables: OnceLock<(SymTab<'static>, VersionTable)>,
+    /// The hash table alone (`None`: it does not validate), read before
+    /// the tables for a lookup its Bloom filter can turn away.
+    hash: OnceLock<Option<HashTable<'static>>>,
 }
 
 impl LazyTables {
@@ -102,9 +109,94 @@ impl LazyTables {
     }
 }
 
+impl LazyTables {
+    /// Whether `name` is certainly not defined here, answered by the GNU
+    /// hash table alone (Bloom filter, then the hashes in its bucket's
+    /// chain), without reading (and validating) the symbol and version
+    /// tables: a lookup that walks a scope passes most objects this way,
+    /// and an object the host loaded for itself may never need its tables
+    /// read at all.
+    fn rejects(&self, name: &Name) -> bool {
+        if let Some((st, _)) = self.tables.get() {
+            return st.rejects(name);
+        }
+        self.hash
+            .get_or_init(|| {
+                HashTable::parse(
+                    &self.path,
+                    &self.view.read_only(),
+                    self.dynamic.gnu_hash,
+                    self.dynamic.hash,
+                )
+                .ok()
+            })
+            .as_ref()
+            .is_some_and(|h| h.rejects(name))
+    }
+
+    /// Up to `n` of the object's global function and variable definitions
+    /// (name, `st_value`) from the first 256 entries of `.dynsym`, read
+    /// straight from the image without validating the whole table (what
+    /// [`opened_global`] needs: names to ask the system loader for; a bad
+    /// entry only makes a useless question).
+    fn some_definitions(&self, n: usize) -> Vec<(CString, u64)> {
+        use goblin::elf::sym::{STB_GLOBAL, STT_FUNC, STT_OBJECT};
+        let ro = self.view.read_only();
+        let d = &self.dynamic;
+        let (Some(symtab), Some(strtab), Some(strsz)) = (d.symtab, d.strtab, d.strsz) else {
+            return Vec::new();
+        };
+        let Some(strings) = ro.bytes(strtab, strsz) else {
+            return Vec::new();
+        };
+        // A hidden version (`__libdl_version_placeholder@GLIBC_2.2.5`) is
+        // never what an unversioned dlsym finds.
+        let hidden = |i: u64| {
+            d.versym
+                .and_then(|v| ro.table::<u16>(v + i * 2, 1))
+                .and_then(|t| t.get(0))
+                .is_some_and(|v| v & 0x8000 != 0)
+        };
+        let mut out = Vec::new();
+        for i in 1..256u64 {
+            let Some(t) = ro.table::<goblin::elf64::sym::Sym>(symtab + i * 24, 1) else {
+                break;
+            };
+            let Some(sym) = t.get(0) else { break };
+            if sym.st_shndx == 0
+                || hidden(i)
+                || sym.st_info >> 4 != STB_GLOBAL
+                || !matches!(sym.st_info & 0xf, STT_FUNC | STT_OBJECT)
+                || sym.st_other & 3 != 0
+            {
+                continue;
+            }
+            if let Some(name) = cstr_at(strings, u64::from(sym.st_name))
+                .filter(|s| !s.is_empty())
+                .and_then(|s| CString::new(s).ok())
+            {
+                out.push((name, sym.st_value));
+                if out.len() == n {
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
 /// A host object's dynamic symbols, read on first use (dereferences to
 /// the [`SymTab`]).
 pub(crate) struct Symbols(Arc<LazyTables>);
+
+impl Symbols {
+    /// Whether `name` is certainly not defined here (the hash table's
+    /// answer, without reading the symbol table).
+    #[inline]
+    pub(crate) fn rejects(&self, name: &Name) -> bool {
+        self.0.rejects(name)
+    }
+}
 
 impl Deref for Symbols {
     type Target = SymTab<'static>;
@@ -362,7 +454,16 @@ fn global_scope(objects: &[Arc<HostObject>]) -> Vec<Arc<HostObject>> {
     }
     let opened_global: Vec<Arc<HostObject>> = objects
         .iter()
-        .filter(|o| !out.iter().any(|x| Arc::ptr_eq(x, o)) && opened_global(o))
+        .filter(|o| {
+            !out.iter().any(|x| Arc::ptr_eq(x, o))
+                && (o.global.get().is_some() || {
+                    let global = opened_global(o);
+                    if global {
+                        let _ = o.global.set(());
+                    }
+                    global
+                })
+        })
         .cloned()
         .collect();
     out.extend(opened_global);
@@ -373,26 +474,21 @@ fn global_scope(objects: &[Arc<HostObject>]) -> Vec<Arc<HostObject>> {
 /// of the executable). glibc keeps that flag private; what it does show is
 /// its effect: `dlsym(RTLD_DEFAULT, name)` searches the global scope, so a
 /// function or variable only `o` defines there resolves into `o` exactly
-/// when `o` is in it. Up to 8 of `o`'s global definitions are asked for
-/// (one defined earlier in the scope too resolves there instead). A
+/// when `o` is in it. Up to 4 of `o`'s global definitions are asked for
+/// (one defined earlier in the scope too resolves there instead), read
+/// without parsing its symbol table (which stays unread until a lookup
+/// needs it). A
 /// library the host opened `RTLD_LOCAL` and later promoted with
 /// `RTLD_NOLOAD | RTLD_GLOBAL` is seen at the next change of the host's
 /// set of libraries (the index is rebuilt only then).
 fn opened_global(o: &HostObject) -> bool {
-    use goblin::elf::sym::{STB_GLOBAL, STT_FUNC, STT_OBJECT};
-    let st: &SymTab = &o.symtab;
-    let mut asked = 0;
-    for i in st.hashed_from()..st.len() {
-        let Some(sym) = st.sym(i) else { break };
-        if sym.st_info >> 4 != STB_GLOBAL
-            || !matches!(sym.st_info & 0xf, STT_FUNC | STT_OBJECT)
-            || !st.exported(i, &sym)
-        {
-            continue;
-        }
-        let Ok(name) = CString::new(st.name(&sym)) else {
-            continue;
-        };
+    // The vDSO is never in the global scope (and asking for its
+    // functions would only make the system loader write error messages).
+    // SAFETY: getauxval only reads the auxiliary vector.
+    if o.base == unsafe { libc::getauxval(libc::AT_SYSINFO_EHDR) } as usize {
+        return false;
+    }
+    for (name, value) in o.symtab.0.some_definitions(4) {
         // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only
         // looks the name up.
         let found = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
@@ -401,12 +497,8 @@ fn opened_global(o: &HostObject) -> bool {
             // SAFETY: dlerror only reads and clears this thread's state.
             unsafe { libc::dlerror() };
         }
-        if found == o.base.wrapping_add(sym.st_value as usize) {
+        if found == o.base.wrapping_add(value as usize) {
             return true;
-        }
-        asked += 1;
-        if asked == 8 {
-            break;
         }
     }
     false
@@ -445,6 +537,7 @@ fn index_one(name: String, r: &Raw) -> Option<HostObject> {
         view,
         dynamic: d,
         tables: OnceLock::new(),
+        hash: OnceLock::new(),
     });
     Some(HostObject {
         name,
@@ -460,6 +553,7 @@ fn index_one(name: String, r: &Raw) -> Option<HostObject> {
         // every thread.
         tls_offset: (r.tls_modid != 0 && r.tls_data != 0)
             .then(|| r.tls_data.wrapping_sub(crate::arch::thread_pointer()) as isize),
+        global: OnceLock::new(),
     })
 }
 
@@ -469,11 +563,14 @@ fn index_one(name: String, r: &Raw) -> Option<HostObject> {
 pub(crate) fn function(name: &str, library: &str) -> Option<usize> {
     let n = crate::elf::hash::Name::new(name.as_bytes());
     let find = |ix: &HostIndex| {
-        ix.objects.iter().find_map(|o| {
-            o.symtab
-                .lookup(&n, None)
-                .map(|(_, s)| o.base + s.st_value as usize)
-        })
+        ix.objects
+            .iter()
+            .filter(|o| !o.symtab.rejects(&n))
+            .find_map(|o| {
+                o.symtab
+                    .lookup(&n, None)
+                    .map(|(_, s)| o.base + s.st_value as usize)
+            })
     };
     find(&index()).or_else(|| {
         ensure_loaded(library).ok()?;

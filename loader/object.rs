@@ -577,6 +577,13 @@ impl<'s> Scope<'s> {
     #[inline]
     pub(crate) fn lookup(&self, name: &Name, version: Option<&VersionReq>) -> Option<Found<'s>> {
         self.modules.iter().find_map(|m| {
+            // A host object's tables are read only if its Bloom filter
+            // lets the name through.
+            if let Module::Host(h) = m {
+                if h.symtab.rejects(name) {
+                    return None;
+                }
+            }
             m.symtab()
                 .lookup(name, version)
                 .map(|(_, sym)| Found { module: *m, sym })

@@ -197,11 +197,14 @@ fn glibc_tls_get_addr() -> Option<GlibcTlsGetAddr> {
     let addr = *F.get_or_init(|| {
         let ix = crate::host::index();
         let name = crate::elf::hash::Name::new(b"__tls_get_addr");
-        ix.objects.iter().find_map(|o| {
-            o.symtab
-                .lookup(&name, None)
-                .map(|(_, s)| o.base + s.st_value as usize)
-        })
+        ix.objects
+            .iter()
+            .filter(|o| !o.symtab.rejects(&name))
+            .find_map(|o| {
+                o.symtab
+                    .lookup(&name, None)
+                    .map(|(_, s)| o.base + s.st_value as usize)
+            })
     });
     // SAFETY: the address is glibc's __tls_get_addr function.
     addr.map(|a| unsafe { std::mem::transmute::<usize, GlibcTlsGetAddr>(a) })

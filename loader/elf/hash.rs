@@ -143,6 +143,47 @@ pub(crate) enum HashTable<'a> {
 }
 
 impl<'a> HashTable<'a> {
+    /// Whether a GNU table says `name` is certainly not defined here: its
+    /// Bloom filter turns it away, or no entry of its bucket's chain has
+    /// its hash. Needs neither the symbol nor the string table. (A SysV
+    /// table cannot say: `false`.)
+    pub(crate) fn rejects(&self, name: &Name) -> bool {
+        let HashTable::Gnu {
+            symoffset,
+            shift,
+            bloom,
+            buckets,
+            chain,
+            ..
+        } = self
+        else {
+            return false;
+        };
+        let h = name.gnu();
+        let mask = (1u64 << (h % 64)) | (1u64 << ((h >> shift) % 64));
+        match bloom.get(((h / 64) as usize) & (bloom.len() - 1)) {
+            Some(word) if word & mask == mask => {}
+            _ => return true,
+        }
+        let Some(first) = buckets.get((h % buckets.len() as u32) as usize) else {
+            return false;
+        };
+        if first == 0 {
+            return true;
+        }
+        let mut k = first.wrapping_sub(*symoffset) as usize;
+        while let Some(c) = chain.get(k) {
+            if (c ^ h) >> 1 == 0 {
+                return false;
+            }
+            if c & 1 == 1 {
+                return true;
+            }
+            k += 1;
+        }
+        false
+    }
+
     /// Reads the GNU hash table if there is one, else the SysV one.
     pub(crate) fn parse(
         path: &Path,
@@ -346,6 +387,12 @@ impl<'a> SymTab<'a> {
     #[inline]
     pub(crate) fn versym(&self, i: usize) -> u16 {
         self.versym.and_then(|v| v.get(i)).unwrap_or(1)
+    }
+
+    /// Whether the hash table alone says `name` is not defined here.
+    #[inline]
+    pub(crate) fn rejects(&self, name: &Name) -> bool {
+        self.hash.rejects(name)
     }
 
     /// The definition an unversioned lookup of `name` finds, from the name

@@ -314,12 +314,14 @@ mod tests {
         let t = Tables::parse(path, &view, &d).expect("tables");
         let st = &t.symtab;
         let ix = NameIndex::build(st).expect("index");
-        let (mut names, mut probes, mut worst) = (0usize, 0usize, 0usize);
+        let (mut names, mut probes, mut worst, mut rejected) = (0usize, 0usize, 0usize, 0usize);
         for i in 1..st.len() {
             let sym = st.sym(i).expect("symbol");
             let name = st.name(&sym);
             let want = st.lookup(&Name::new(name), None).map(|(k, _)| k);
             let got = ix.get(st, name).map(|h| h.index);
+            // The hash table alone never turns away a name it defines.
+            assert!(want.is_none() || !st.rejects(&Name::new(name)));
             assert_eq!(
                 got,
                 want,
@@ -335,6 +337,8 @@ mod tests {
             ] {
                 let want = st.lookup(&Name::new(other), None).map(|(k, _)| k);
                 assert_eq!(ix.get(st, other).map(|h| h.index), want);
+                assert!(want.is_none() || !st.rejects(&Name::new(other)));
+                rejected += usize::from(st.rejects(&Name::new(other)));
             }
             if want.is_some() {
                 names += 1;
@@ -349,6 +353,12 @@ mod tests {
             }
         }
         assert!(ix.bytes() <= (names * 2).next_power_of_two().max(8) * 12);
+        // Most near misses are turned away by the hash table alone.
+        assert!(
+            rejected > names,
+            "{rejected} of {} near misses rejected",
+            3 * names
+        );
         (names, probes as f64 / names.max(1) as f64, worst)
     }
 
@@ -419,6 +429,7 @@ mod tests {
                 let name = st.name(&sym);
                 let want = st.lookup(&Name::new(name), None).map(|(k, _)| k);
                 assert_eq!(ix.get(st, name).map(|h| h.index), want);
+                assert!(want.is_none() || !st.rejects(&Name::new(name)));
             }
         }
         assert!(indexed > 1000, "only {indexed} damaged copies validated");
