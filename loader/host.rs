@@ -268,6 +268,20 @@ impl HostObject {
 }
 
 impl HostIndex {
+    /// The address of the first definition of `name` among the host's
+    /// objects, in load order (each object's hash table asked first).
+    pub(crate) fn first_definition(&self, name: &[u8]) -> Option<usize> {
+        let n = Name::new(name);
+        self.objects
+            .iter()
+            .filter(|o| !o.symtab.rejects(&n))
+            .find_map(|o| {
+                o.symtab
+                    .lookup(&n, None)
+                    .map(|(_, s)| o.base.wrapping_add(s.st_value as usize))
+            })
+    }
+
     /// The host object whose `DT_SONAME` or file name is `name`.
     pub(crate) fn by_name(&self, name: &str) -> Option<&Arc<HostObject>> {
         self.objects.iter().find(|o| o.is_named(name))
@@ -561,20 +575,9 @@ fn index_one(name: String, r: &Raw) -> Option<HostObject> {
 /// loading `library` with the system loader first if no host object
 /// defines it yet.
 pub(crate) fn function(name: &str, library: &str) -> Option<usize> {
-    let n = crate::elf::hash::Name::new(name.as_bytes());
-    let find = |ix: &HostIndex| {
-        ix.objects
-            .iter()
-            .filter(|o| !o.symtab.rejects(&n))
-            .find_map(|o| {
-                o.symtab
-                    .lookup(&n, None)
-                    .map(|(_, s)| o.base + s.st_value as usize)
-            })
-    };
-    find(&index()).or_else(|| {
+    index().first_definition(name.as_bytes()).or_else(|| {
         ensure_loaded(library).ok()?;
-        find(&index())
+        index().first_definition(name.as_bytes())
     })
 }
 

@@ -194,18 +194,7 @@ type GlibcTlsGetAddr = unsafe extern "C" fn(*const TlsIndex) -> *mut u8;
 /// glibc's `__tls_get_addr`, found in the host's global scope.
 fn glibc_tls_get_addr() -> Option<GlibcTlsGetAddr> {
     static F: OnceLock<Option<usize>> = OnceLock::new();
-    let addr = *F.get_or_init(|| {
-        let ix = crate::host::index();
-        let name = crate::elf::hash::Name::new(b"__tls_get_addr");
-        ix.objects
-            .iter()
-            .filter(|o| !o.symtab.rejects(&name))
-            .find_map(|o| {
-                o.symtab
-                    .lookup(&name, None)
-                    .map(|(_, s)| o.base + s.st_value as usize)
-            })
-    });
+    let addr = *F.get_or_init(|| crate::host::index().first_definition(b"__tls_get_addr"));
     // SAFETY: the address is glibc's __tls_get_addr function.
     addr.map(|a| unsafe { std::mem::transmute::<usize, GlibcTlsGetAddr>(a) })
 }
