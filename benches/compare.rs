@@ -247,6 +247,31 @@ fn bench_library(name: &str, path: &Path, hit: &str, cache: &Path) -> Row {
     }
 }
 
+/// `tool ARGS OUT [--] EXE` running this benchmark as a child that loads and
+/// unloads `path` `n` times with `loader` (after one warm-up load).
+fn under(
+    tool: &str,
+    args: &[&str],
+    out: &Path,
+    exe: &Path,
+    loader: &str,
+    path: &Path,
+    n: usize,
+) -> Command {
+    let mut c = Command::new(tool);
+    c.args(args).arg(out);
+    if tool == "perf" {
+        c.arg("--");
+    }
+    c.arg(exe)
+        .env(
+            "SOLOADER_BENCH_CHILD",
+            format!("{loader}:{}:{n}", path.display()),
+        )
+        .env("SOLOADER_GDB", "0");
+    c
+}
+
 /// System calls per load+unload, from `strace -c` on a child that does
 /// 100 loads after one warm-up load (subtracting a run with 0 loads).
 fn syscalls(loader: &str, path: &Path) -> Option<f64> {
@@ -254,15 +279,7 @@ fn syscalls(loader: &str, path: &Path) -> Option<f64> {
     let count = |n: usize| -> Option<f64> {
         let out =
             std::env::temp_dir().join(format!("soloader-bench-strace-{}", std::process::id()));
-        let st = Command::new("strace")
-            .args(["-f", "-c", "-o"])
-            .arg(&out)
-            .arg(&exe)
-            .env(
-                "SOLOADER_BENCH_CHILD",
-                format!("{loader}:{}:{n}", path.display()),
-            )
-            .env("SOLOADER_GDB", "0")
+        let st = under("strace", &["-f", "-c", "-o"], &out, &exe, loader, path, n)
             .stdout(std::process::Stdio::null())
             .status()
             .ok()?;
@@ -374,16 +391,8 @@ fn kernel_share(loader: &str, path: &Path) -> Option<(f64, f64)> {
     let exe = std::env::current_exe().ok()?;
     let data = std::env::temp_dir().join(format!("soloader-bench-perf-{}", std::process::id()));
     let n = 1500;
-    let out = Command::new("perf")
-        .args(["record", "-q", "-e", "cpu-clock", "-F", "20000", "-o"])
-        .arg(&data)
-        .arg("--")
-        .arg(&exe)
-        .env(
-            "SOLOADER_BENCH_CHILD",
-            format!("{loader}:{}:{n}", path.display()),
-        )
-        .env("SOLOADER_GDB", "0")
+    let record = ["record", "-q", "-e", "cpu-clock", "-F", "20000", "-o"];
+    let out = under("perf", &record, &data, &exe, loader, path, n)
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
