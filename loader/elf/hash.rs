@@ -525,11 +525,12 @@ impl<'a> SymTab<'a> {
     pub(crate) fn name_at_is(&self, st_name: u32, name: &[u8]) -> bool {
         let at = st_name as usize;
         let n = name.len();
-        at.checked_add(n).is_some_and(|end| {
-            self.strtab
-                .get(at..end)
-                .is_some_and(|s| super::index::same_bytes(s, name))
-        }) && self.strtab.get(at + n) == Some(&0)
+        // The name and its NUL, in one bounds check.
+        match at.checked_add(n).and_then(|end| self.strtab.get(at..=end)) {
+            // `s` has n + 1 bytes.
+            Some(s) => s[n] == 0 && super::index::same_bytes(&s[..n], name),
+            None => false,
+        }
     }
 
     /// Whether the string at `st_name` in `.dynstr` starts with `prefix`.

@@ -232,7 +232,10 @@ impl NameIndex {
         let tag = tag_of(h);
         let mut at = (h as usize) & self.mask;
         loop {
-            let [st_name, meta, value] = *self.slots.get(at)?;
+            debug_assert!(at < self.slots.len());
+            // SAFETY: `at` is masked with `mask`, and `slots` has
+            // `mask + 1` entries (a power of two, set in `build`).
+            let [st_name, meta, value] = unsafe { *self.slots.get_unchecked(at) };
             if meta == 0 {
                 return None;
             }
