@@ -137,10 +137,9 @@ struct Row {
     gl_miss: f64,
     so_faults: f64,
     gl_faults: f64,
-    /// A load+unload cycle in a child process sampled by `perf`: (µs per
-    /// cycle, share of it in the kernel).
-    so_kernel: Option<(f64, f64)>,
-    gl_kernel: Option<(f64, f64)>,
+    /// A load+unload cycle in a child process sampled by `perf`.
+    so_kernel: Option<Split>,
+    gl_kernel: Option<Split>,
     so_syscalls: Option<f64>,
     gl_syscalls: Option<f64>,
 }
@@ -383,37 +382,58 @@ fn child(spec: &str) {
 }
 
 /// Where a load+unload cycle's time goes: a child does `n` cycles under
-/// `perf record -e cpu-clock` (the only way here to split time between
+/// `perf record -g -e cpu-clock` (the only way here to split time between
 /// user space and the kernel precisely: getrusage's split comes from
-/// timer ticks, a handful over a whole run). Returns (µs per cycle, the
-/// kernel's share of the samples), or `None` without a working `perf`.
-fn kernel_share(loader: &str, path: &Path) -> Option<(f64, f64)> {
+/// timer ticks, a handful over a whole run).
+struct Split {
+    /// µs per cycle (under perf, which slows it down).
+    cycle: f64,
+    /// The kernel's share of the samples.
+    kernel: f64,
+    /// The share of samples inside `munmap` (in the kernel): for both
+    /// loaders, unloading is one `munmap` of the library's span.
+    munmap: f64,
+}
+
+/// The [`Split`] of `loader`'s cycles on `path`, or `None` without a
+/// working `perf`.
+fn kernel_share(loader: &str, path: &Path) -> Option<Split> {
     let exe = std::env::current_exe().ok()?;
     let data = std::env::temp_dir().join(format!("soloader-bench-perf-{}", std::process::id()));
     let n = 1500;
-    let record = ["record", "-q", "-e", "cpu-clock", "-F", "20000", "-o"];
+    let record = ["record", "-q", "-g", "-e", "cpu-clock", "-F", "20000", "-o"];
     let out = under("perf", &record, &data, &exe, loader, path, n)
         .stderr(std::process::Stdio::null())
         .output()
         .ok()?;
     let cycle: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
-    let report = Command::new("perf")
-        .args(["report", "--stdio", "--sort", "dso", "-i"])
-        .arg(&data)
-        .stderr(std::process::Stdio::null())
-        .output()
-        .ok()?;
+    let report = |args: &[&str]| -> Option<String> {
+        let o = Command::new("perf")
+            .args(["report", "--stdio", "-i"])
+            .arg(&data)
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let percent = |text: &str, what: &str, column: usize| -> Option<f64> {
+        text.lines()
+            .find(|l| l.contains(what))?
+            .split_whitespace()
+            .nth(column)?
+            .trim_end_matches('%')
+            .parse::<f64>()
+            .ok()
+    };
+    let by_dso = report(&["--no-children", "--sort", "dso", "-g", "none"])?;
+    let by_sym = report(&["--children", "--sort", "sym", "-g", "none"])?;
     std::fs::remove_file(&data).ok();
-    let text = String::from_utf8_lossy(&report.stdout);
-    let share = text
-        .lines()
-        .find(|l| l.contains("[kernel.kallsyms]"))?
-        .split_whitespace()
-        .next()?
-        .trim_end_matches('%')
-        .parse::<f64>()
-        .ok()?;
-    Some((cycle, share / 100.0))
+    Some(Split {
+        cycle,
+        kernel: percent(&by_dso, "[kernel.kallsyms]", 0)? / 100.0,
+        munmap: percent(&by_sym, "[k] __x64_sys_munmap", 0).unwrap_or(0.0) / 100.0,
+    })
 }
 
 /// Loads the host libraries the measured ones need, once, with the system
@@ -538,8 +558,8 @@ fn main() {
             r.name, r.relocs, r.so_load, r.gl_load, ratio(r.so_load, r.gl_load), r.rc_load, r.so_unload, r.gl_unload,
             ratio(r.so_unload, r.gl_unload), r.so_hit, r.gl_hit, ratio(r.so_hit, r.gl_hit), r.so_miss, r.gl_miss,
             ratio(r.so_miss, r.gl_miss), r.so_faults, r.gl_faults,
-            r.so_kernel.map_or("null".into(), |(_, k)| format!("{k:.3}")),
-            r.gl_kernel.map_or("null".into(), |(_, k)| format!("{k:.3}")),
+            r.so_kernel.as_ref().map_or("null".into(), |k| format!("{:.3}", k.kernel)),
+            r.gl_kernel.as_ref().map_or("null".into(), |k| format!("{:.3}", k.kernel)),
             r.so_syscalls.map_or("null".into(), |v| format!("{v:.1}")),
             r.gl_syscalls.map_or("null".into(), |v| format!("{v:.1}")),
         ));
@@ -552,28 +572,41 @@ fn main() {
         }
     }
     println!();
-    println!("where a load+unload cycle's time goes (a child doing 1,500 cycles under perf record -e cpu-clock;");
-    println!("includes the child's start, negligible): both loaders make the same system calls and take the same");
-    println!("page faults, so the kernel's part is a floor: 'floor' = glibc's kernel µs / glibc's cycle µs, the");
+    println!("where a load+unload cycle's time goes (a child doing 1,500 cycles under perf record -g -e cpu-clock;");
+    println!("perf slows the cycle down, the shares are what counts): both loaders make the same system calls and");
+    println!("take the same page faults, so the kernel's part is a floor. 'load floor' = glibc's kernel share of");
+    println!("the cycle, the ratio a loader doing that same kernel work would reach with no user-space time;");
+    println!("'unload floor' = the time glibc's munmap takes (its share of the cycle, applied to the load+unload");
+    println!("medians above) / glibc's unload median: unloading is that one munmap for both");
     println!(
-        "ratio a loader doing that same kernel work would reach with no user-space time at all"
-    );
-    println!(
-        "{:<34} {:>10} {:>10} {:>12} {:>10} {:>10} {:>10} {:>7}",
-        "library", "cycle µs", "glibc", "kernel µs", "glibc", "user µs", "glibc", "floor"
+        "{:<34} {:>10} {:>10} {:>10} {:>10} {:>9} {:>9} {:>11} {:>8} {:>8} {:>12}",
+        "library",
+        "cycle µs",
+        "glibc",
+        "kernel %",
+        "glibc",
+        "user µs",
+        "glibc",
+        "load floor",
+        "munmap %",
+        "glibc",
+        "unload floor"
     );
     for r in &rows {
-        match (r.so_kernel, r.gl_kernel) {
-            (Some((sc, sk)), Some((gc, gk))) => println!(
-                "{:<34} {:>10.1} {:>10.1} {:>12.1} {:>10.1} {:>10.1} {:>10.1} {:>7.2}",
+        match (&r.so_kernel, &r.gl_kernel) {
+            (Some(s), Some(g)) => println!(
+                "{:<34} {:>10.1} {:>10.1} {:>10.0} {:>10.0} {:>9.1} {:>9.1} {:>11.2} {:>8.0} {:>8.0} {:>12.2}",
                 r.name,
-                sc,
-                gc,
-                sc * sk,
-                gc * gk,
-                sc * (1.0 - sk),
-                gc * (1.0 - gk),
-                gk
+                s.cycle,
+                g.cycle,
+                s.kernel * 100.0,
+                g.kernel * 100.0,
+                s.cycle * (1.0 - s.kernel),
+                g.cycle * (1.0 - g.kernel),
+                g.kernel,
+                s.munmap * 100.0,
+                g.munmap * 100.0,
+                ratio(g.munmap * (r.gl_load + r.gl_unload), r.gl_unload),
             ),
             _ => println!("{:<34} (perf record unavailable)", r.name),
         }
