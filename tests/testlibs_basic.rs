@@ -24,6 +24,8 @@ fn child_helper() {
 fn arith_calls_of_every_argument_class() {
     let _g = shared();
     let l = open(&lib("libarith.so"));
+    // SAFETY: every type is the prototype in testlibs/arith.c; strsum is
+    // given NUL-terminated strings.
     unsafe {
         let add = l
             .get::<extern "C" fn(c_int, c_int) -> c_int>("add")
@@ -70,6 +72,9 @@ fn arith_state_is_per_instance_and_symbolic_relocations_bind_to_the_library() {
     let (_dir, path) = private_copy("libarith.so");
     let (l, sink) = open_traced(&path);
     type Add = extern "C" fn(c_int, c_int) -> c_int;
+    // SAFETY: add and arith_calls have testlibs/arith.c's types;
+    // arith_add_ptr is an initialised, relocated function-pointer variable
+    // of `l`, still loaded when it is read.
     unsafe {
         let add = l.get::<Add>("add").unwrap();
         let calls = l.get::<extern "C" fn() -> c_int>("arith_calls").unwrap();
@@ -146,6 +151,8 @@ fn arith_now_and_lazy_variants_are_bound_eagerly() {
                 dump(&ev)
             );
         }
+        // SAFETY: sum6 and strsum have testlibs/arith.c's types; strsum is
+        // given a NUL-terminated string.
         unsafe {
             let sum6 = l
                 .get::<extern "C" fn(c_long, c_long, c_long, c_long, c_long, c_long) -> c_long>(
@@ -167,6 +174,10 @@ fn data_relocations() {
     let _g = shared();
     let (_dir, path) = private_copy("libdata.so");
     let (l, sink) = open_traced(&path);
+    // SAFETY: the functions have testlibs/data.c's types and get
+    // NUL-terminated names; the pointer variables read are initialised and
+    // relocated in the still-loaded `l`, and the string tables are read only
+    // up to their NULL terminators.
     unsafe {
         let apply = l
             .get::<extern "C" fn(*const c_char, c_int, c_int) -> c_int>("apply")
@@ -264,6 +275,7 @@ fn bss_is_zero_including_the_tail_of_the_last_file_page() {
     let mem = unsafe { std::slice::from_raw_parts(bss.start as *const u8, tail_end - bss.start) };
     assert!(mem.iter().all(|&b| b == 0), "tail not zeroed: {mem:?}");
 
+    // SAFETY: every type is the prototype in testlibs/bss.c.
     unsafe {
         let size = l.get::<extern "C" fn() -> c_long>("bss_size").unwrap();
         let sum = l.get::<extern "C" fn() -> c_long>("bss_sum").unwrap();
@@ -295,6 +307,8 @@ fn bss_is_zero_including_the_tail_of_the_last_file_page() {
 fn const_data_crc32() {
     let _g = shared();
     let l = open(&lib("libconst.so"));
+    // SAFETY: crc32_of and const_message have testlibs/const.c's types;
+    // crc32_of is given NUL-terminated strings.
     unsafe {
         let crc = l
             .get::<extern "C" fn(*const c_char) -> c_uint>("crc32_of")
@@ -332,6 +346,9 @@ extern "C" fn append_digit(acc: c_long, x: c_long) -> c_long {
 fn callbacks_into_rust() {
     let _g = shared();
     let l = open(&lib("libcallback.so"));
+    // SAFETY: call_twice and fold have testlibs/callback.c's types, the
+    // callbacks match the function-pointer parameters, and fold reads at
+    // most the n elements of `xs`.
     unsafe {
         type Cb = extern "C" fn(c_int) -> c_int;
         let twice = l
@@ -361,6 +378,10 @@ fn uselibc_binds_to_the_host_libc() {
     let _g = shared();
     let (_dir, path) = private_copy("libuselibc.so");
     let (l, sink) = open_traced(&path);
+    // SAFETY: every type is the prototype in testlibs/uselibc.c; the
+    // strings are NUL-terminated, `buf` holds the n bytes format_double may
+    // write, and make_greeting's result comes from the host libc's malloc,
+    // so libc::free may release it.
     unsafe {
         let make = l
             .get::<extern "C" fn(*const c_char) -> *mut c_char>("make_greeting")
@@ -417,6 +438,7 @@ fn interpose_host_global_scope_comes_first() {
     let (_dir, path) = private_copy("libinterpose.so");
     let (l, sink) = open_traced(&path);
     let me = std::process::id() as c_int;
+    // SAFETY: each is an `int f(void)` in testlibs/interpose.c.
     unsafe {
         let calls = l
             .get::<extern "C" fn() -> c_int>("lib_calls_getpid")
@@ -461,6 +483,8 @@ fn symbol_deref_copy_and_addr() {
     assert_eq!(l.soname(), "libarith.so");
     assert_eq!(l.path(), lib("libarith.so"));
     let span = l.span();
+    // SAFETY: `int add(int, int)` (testlibs/arith.c); arith_add_ptr is an
+    // initialised, relocated function-pointer variable of the loaded `l`.
     unsafe {
         let add = l
             .get::<extern "C" fn(c_int, c_int) -> c_int>("add")
@@ -490,6 +514,7 @@ fn get_of_a_missing_symbol_names_it() {
     let _g = shared();
     let path = lib("libarith.so");
     let l = open(&path);
+    // SAFETY: the lookup fails; only the error is used.
     let err = unsafe { l.get::<extern "C" fn()>("no_such_symbol_here") }
         .err()
         .expect("get of a missing symbol must fail");
@@ -512,6 +537,7 @@ fn get_of_a_missing_symbol_names_it() {
     );
     assert!(!msg.contains('\n'), "one line: {msg}");
     // A local (static) symbol is not exported either.
+    // SAFETY: the lookup fails; only the error is used.
     assert!(matches!(
         unsafe { l.get::<usize>("add_calls") },
         Err(Error::SymbolNotFound { .. })
@@ -522,20 +548,24 @@ fn get_of_a_missing_symbol_names_it() {
 fn get_with_a_non_pointer_sized_type_is_refused() {
     let _g = shared();
     let l = open(&lib("libarith.so"));
+    // SAFETY: refused for its size; nothing is read or called.
     let e = unsafe { l.get::<u32>("add") }
         .err()
         .expect("u32 is refused");
     assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
     assert!(e.to_string().contains("add"), "{e}");
+    // SAFETY: as above.
     let e = unsafe { l.get::<[usize; 2]>("add") }
         .err()
         .expect("16 bytes refused");
     assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
+    // SAFETY: as above.
     let e = unsafe { l.get_versioned::<u8>("add", "V") }
         .err()
         .expect("u8 refused");
     assert!(matches!(e, Error::Unsupported { .. }), "{e:?}");
     // Pointer-sized non-pointer types are the caller's business.
+    // SAFETY: only success is checked; the symbol is never called or read.
     assert!(unsafe { l.get::<usize>("add") }.is_ok());
 }
 

@@ -46,14 +46,18 @@ fn versioned_lookup_default_and_explicit() {
     assert_eq!(call_versioned(&l, "vfunc", "VERS_2"), 2);
     assert_eq!(call(&l, "vplain"), 10);
     assert_eq!(call_versioned(&l, "vplain", "VERS_1"), 10);
+    // SAFETY: only the address is taken.
     let v1 = unsafe { l.get_versioned::<usize>("vfunc", "VERS_1") }
         .unwrap()
         .addr();
+    // SAFETY: only the address is taken.
     let v2 = unsafe { l.get_versioned::<usize>("vfunc", "VERS_2") }
         .unwrap()
         .addr();
     assert_ne!(v1, v2);
     assert_eq!(addr_of(&l, "vfunc"), v2);
+    // SAFETY: vfunc is an `int f(void)` (testlibs/versioned.c); this lookup
+    // must fail, and a found symbol would not be called.
     match unsafe { l.get_versioned::<IntFn>("vfunc", "VERS_9") } {
         Err(Error::SymbolNotFound {
             path: p,
@@ -68,6 +72,7 @@ fn versioned_lookup_default_and_explicit() {
         Ok(_) => panic!("found vfunc@VERS_9"),
     }
     // vplain exists only at VERS_1.
+    // SAFETY: vplain is an `int vplain(void)`; the lookup fails.
     assert!(matches!(
         unsafe { l.get_versioned::<IntFn>("vplain", "VERS_2") },
         Err(Error::SymbolNotFound { .. })
@@ -86,9 +91,11 @@ fn needhidden_binds_the_hidden_version_it_asks_for() {
     b.sort_by(|x, y| x.0.cmp(&y.0));
     assert_eq!(b.len(), 2, "two references to vfunc:\n{}", dump(&ev));
     let versioned = lib("libversioned.so");
+    // SAFETY: only the address is taken.
     let v1 = unsafe { l.get_versioned::<usize>("vfunc", "VERS_1") }
         .unwrap()
         .addr();
+    // SAFETY: only the address is taken.
     let v2 = unsafe { l.get_versioned::<usize>("vfunc", "VERS_2") }
         .unwrap()
         .addr();
@@ -129,6 +136,8 @@ fn ifunc_and_irelative() {
     let (l, sink) = open_traced(&path);
     // The same steps as IFUNC_STEPS, on a fresh instance.
     let mut ours = vec![call(&l, "resolver_calls")];
+    // SAFETY: `int ifunc_answer(void)` (testlibs/ifunc.c); get gives the
+    // resolver's result, a function of that type.
     let answer = unsafe { l.get::<IntFn>("ifunc_answer") }.unwrap();
     ours.push(answer());
     ours.push(call(&l, "resolver_calls"));
@@ -144,7 +153,10 @@ fn ifunc_and_irelative() {
 
     // get() returns the resolver's result, which is also what the data
     // pointer (R_X86_64_64 against the IFUNC) holds.
+    // SAFETY: ifunc_answer_ptr is an `int (*)(void)` variable, pointer-sized;
+    // only its address and value are used.
     let ptr = unsafe { l.get::<*const usize>("ifunc_answer_ptr") }.unwrap();
+    // SAFETY: an initialised, relocated variable of `l`, which is still loaded.
     assert_eq!(unsafe { ptr.read() }, answer.addr());
     let ev = sink.events();
     assert_eq!(
@@ -497,6 +509,8 @@ fn reopening_shares_the_instance_and_closing_both_unloads_it() {
     h1.close().unwrap();
     assert!(!maps_of(&path).is_empty(), "still open through h2");
     assert!(unloaded(&sink1.events()).is_empty());
+    // SAFETY: `unsigned crc32_of(const char *)` (testlibs/const.c), given a
+    // NUL-terminated string while h2 keeps the library loaded.
     assert_eq!(
         unsafe { h2.get::<extern "C" fn(*const std::os::raw::c_char) -> u32>("crc32_of") }.unwrap()(
             c"123456789".as_ptr()

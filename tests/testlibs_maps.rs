@@ -129,6 +129,8 @@ fn executable_segment_is_a_private_read_execute_file_mapping() {
                 seg.file_range.len() > 300 << 10,
                 "several hundred KiB of text"
             );
+            // SAFETY: `long bigtext_count(void)` and `const char *bigtext_name(long)`
+            // (testlibs/bigtext.c); bigtext_name gives NUL-terminated names or NULL.
             unsafe {
                 let count = l.get::<extern "C" fn() -> c_long>("bigtext_count").unwrap();
                 let name_of = l
@@ -556,6 +558,8 @@ fn concurrent_open_call_close() {
                 for i in 0..200 {
                     let d = open(diamond);
                     let a = open(arith);
+                    // SAFETY: diamond_a and diamond_d are `int f(void)` (testlibs/diamond.c),
+                    // add is `int add(int, int)` (testlibs/arith.c).
                     unsafe {
                         let da = d.get::<extern "C" fn() -> c_int>("diamond_a").unwrap();
                         let dd = d.get::<extern "C" fn() -> c_int>("diamond_d").unwrap();

@@ -6,13 +6,18 @@ fn lib(name: &str) -> PathBuf {
 
 fn run(name: &str) {
     let l = Library::open(lib(name)).unwrap();
+    // SAFETY: `long tls_increment(long)` (testlibs/tls.c; long is 64-bit).
     let inc = unsafe { l.get::<extern "C" fn(i64) -> i64>("tls_increment").unwrap() };
+    // SAFETY: `long tls_get(void)` (testlibs/tls.c).
     let get = unsafe { l.get::<extern "C" fn() -> i64>("tls_get").unwrap() };
+    // SAFETY: `int tls_local_bump(void)` (testlibs/tls.c).
     let bump = unsafe { l.get::<extern "C" fn() -> i32>("tls_local_bump").unwrap() };
+    // SAFETY: `long tls_buf_sum_then_fill(int)` (testlibs/tls.c).
     let fill = unsafe {
         l.get::<extern "C" fn(i32) -> i64>("tls_buf_sum_then_fill")
             .unwrap()
     };
+    // SAFETY: `int tls_errno_gd(int)` (testlibs/tls.c).
     let errno_gd = unsafe { l.get::<extern "C" fn(i32) -> i32>("tls_errno_gd").unwrap() };
     assert_eq!(get(), 100);
     assert_eq!(inc(5), 105);
@@ -48,6 +53,7 @@ fn desc() {
 #[test]
 fn hostie() {
     let l = Library::open(lib("libtls_hostie.so")).unwrap();
+    // SAFETY: `int tls_errno_ie(int)` (testlibs/tls_hostie.c).
     let f = unsafe { l.get::<extern "C" fn(i32) -> i32>("tls_errno_ie").unwrap() };
     assert_eq!(f(777), 777);
 }
