@@ -23,6 +23,7 @@ use std::ops::Deref;
 use std::os::raw::{c_int, c_void};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use goblin::elf::program_header::{PT_DYNAMIC, PT_LOAD};
@@ -55,9 +56,13 @@ pub(crate) struct HostObject {
     /// same in every thread). `None` without TLS or for dynamic TLS.
     pub tls_offset: Option<isize>,
     /// Known to be in the system loader's global scope ([`opened_global`]
-    /// said so once; it cannot leave it while loaded). Not knowing is
-    /// asked again at each rebuild: a library can be promoted.
-    global: OnceLock<()>,
+    /// said so once; it cannot leave it while loaded).
+    global: AtomicBool,
+    /// The generation of the host's set of libraries (`dlpi_adds` and
+    /// `dlpi_subs`) when [`probe_global`] last asked about it, plus one; a
+    /// library can be promoted to global, so a no is asked again when the
+    /// set changes.
+    probed: AtomicU64,
     /// `DT_NEEDED`, to follow the executable's dependency tree.
     pub needed: Vec<String>,
 }
@@ -466,22 +471,62 @@ fn global_scope(objects: &[Arc<HostObject>]) -> Vec<Arc<HostObject>> {
         }
         i += 1;
     }
+    // Those found global by `probe_global` (which asks the system loader,
+    // so never under soloader's lock, as building the index is).
     let opened_global: Vec<Arc<HostObject>> = objects
         .iter()
-        .filter(|o| {
-            !out.iter().any(|x| Arc::ptr_eq(x, o))
-                && (o.global.get().is_some() || {
-                    let global = opened_global(o);
-                    if global {
-                        let _ = o.global.set(());
-                    }
-                    global
-                })
-        })
+        .filter(|o| o.global.load(Ordering::Acquire) && !out.iter().any(|x| Arc::ptr_eq(x, o)))
         .cloned()
         .collect();
     out.extend(opened_global);
     out
+}
+
+/// Finds which of the host's libraries outside the executable's tree the
+/// host opened `RTLD_GLOBAL`, and puts them in the index's global scope.
+/// Called at the start of every load, outside soloader's lock: asking
+/// needs the system loader's lock, which a thread running a constructor
+/// for the system loader holds while it may wait for soloader's. (From
+/// inside soloader's lock — a library's constructor loading another —
+/// it does nothing; what earlier loads found still holds.) Each library
+/// is asked once per change of the host's set of libraries.
+pub(crate) fn probe_global() {
+    if crate::registry::held() {
+        return;
+    }
+    let ix = index();
+    let generation = (ix.adds ^ ix.subs.rotate_left(32)).wrapping_add(1);
+    let mut found = false;
+    for o in &ix.objects {
+        if o.global.load(Ordering::Acquire)
+            || o.probed.swap(generation, Ordering::AcqRel) == generation
+            || ix.global.iter().any(|g| Arc::ptr_eq(g, o))
+        {
+            continue;
+        }
+        if opened_global(o) {
+            o.global.store(true, Ordering::Release);
+            found = true;
+        }
+    }
+    if found {
+        // A new index with the same objects and the wider global scope,
+        // unless the host's set changed meanwhile (its rebuild reads the
+        // flags anyway).
+        let _g = crate::registry::lock();
+        let mut guard = match INDEX.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if guard.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &ix)) {
+            *guard = Some(Arc::new(HostIndex {
+                objects: ix.objects.clone(),
+                global: global_scope(&ix.objects),
+                adds: ix.adds,
+                subs: ix.subs,
+            }));
+        }
+    }
 }
 
 /// Whether the host opened `o` with `RTLD_GLOBAL` (it is not a dependency
@@ -567,7 +612,8 @@ fn index_one(name: String, r: &Raw) -> Option<HostObject> {
         // every thread.
         tls_offset: (r.tls_modid != 0 && r.tls_data != 0)
             .then(|| r.tls_data.wrapping_sub(crate::arch::thread_pointer()) as isize),
-        global: OnceLock::new(),
+        global: AtomicBool::new(false),
+        probed: AtomicU64::new(0),
     })
 }
 

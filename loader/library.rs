@@ -189,6 +189,9 @@ impl Library {
             Some(dir) if !options.check_only => Some(crate::relcache::Dir::open(dir)?),
             _ => None,
         };
+        // The host's RTLD_GLOBAL libraries, asked for before taking the
+        // lock (it takes the system loader's).
+        host::probe_global();
         let guard = registry::lock();
         let loader = Loader {
             tracer: &options.tracer,

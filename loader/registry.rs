@@ -132,12 +132,25 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        HELD.with(|h| h.set(h.get().saturating_sub(1)));
         // SAFETY: this thread holds the mutex (it made this Guard).
         unsafe {
             *GLOBAL.depth.get() -= 1;
             libc::pthread_mutex_unlock(GLOBAL.mutex.get());
         }
     }
+}
+
+thread_local! {
+    /// How many `Guard`s this thread holds.
+    static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Whether this thread holds the loader's lock: then it must not wait for
+/// the system loader's lock (`dlsym`, `dlopen`), which a thread running
+/// a constructor under it may hold while it waits for ours.
+pub(crate) fn held() -> bool {
+    HELD.with(|h| h.get() > 0)
 }
 
 /// Takes the loader's lock (reentrant).
@@ -148,6 +161,7 @@ pub(crate) fn lock() -> Guard {
         libc::pthread_mutex_lock(GLOBAL.mutex.get());
         *GLOBAL.depth.get() += 1;
     }
+    HELD.with(|h| h.set(h.get() + 1));
     Guard {
         _not_send: std::marker::PhantomData,
     }
