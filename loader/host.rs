@@ -496,35 +496,46 @@ pub(crate) fn probe_global() {
     }
     let ix = index();
     let generation = (ix.adds ^ ix.subs.rotate_left(32)).wrapping_add(1);
-    let mut found = false;
     for o in &ix.objects {
         if o.global.load(Ordering::Acquire)
-            || o.probed.swap(generation, Ordering::AcqRel) == generation
+            || o.probed.load(Ordering::Acquire) == generation
             || ix.global.iter().any(|g| Arc::ptr_eq(g, o))
         {
             continue;
         }
+        // Another thread may ask about the same object at the same time:
+        // harmless, both get the same answer.
         if opened_global(o) {
             o.global.store(true, Ordering::Release);
-            found = true;
+        } else {
+            o.probed.store(generation, Ordering::Release);
         }
     }
+    // Found global (here or by another thread) but not yet in the index's
+    // global scope: publish it before this load looks anything up.
+    let found = ix
+        .objects
+        .iter()
+        .any(|o| o.global.load(Ordering::Acquire) && !ix.global.iter().any(|g| Arc::ptr_eq(g, o)));
     if found {
-        // A new index with the same objects and the wider global scope,
-        // unless the host's set changed meanwhile (its rebuild reads the
-        // flags anyway).
+        // The index now in place (this one, or one rebuilt meanwhile,
+        // perhaps before these flags were set) with the wider global scope:
+        // the flags only ever turn on, so recomputing is always right.
         let _g = crate::registry::lock();
         let mut guard = match INDEX.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        if guard.as_ref().is_some_and(|cur| Arc::ptr_eq(cur, &ix)) {
-            *guard = Some(Arc::new(HostIndex {
-                objects: ix.objects.clone(),
-                global: global_scope(&ix.objects),
-                adds: ix.adds,
-                subs: ix.subs,
-            }));
+        if let Some(cur) = guard.clone() {
+            let global = global_scope(&cur.objects);
+            if global.len() != cur.global.len() {
+                *guard = Some(Arc::new(HostIndex {
+                    objects: cur.objects.clone(),
+                    global,
+                    adds: cur.adds,
+                    subs: cur.subs,
+                }));
+            }
         }
     }
 }
@@ -622,7 +633,7 @@ fn index_one(name: String, r: &Raw) -> Option<HostObject> {
 /// defines it yet.
 pub(crate) fn function(name: &str, library: &str) -> Option<usize> {
     index().first_definition(name.as_bytes()).or_else(|| {
-        ensure_loaded(library).ok()?;
+        ensure_loaded(library, None).ok()?;
         index().first_definition(name.as_bytes())
     })
 }
@@ -665,7 +676,32 @@ static DLOPENED: Mutex<Vec<usize>> = Mutex::new(Vec::new());
 
 /// Makes sure the host has `name`, asking the system loader for it when it
 /// does not yet. Returns the host object and whether it was newly loaded.
-pub(crate) fn ensure_loaded(name: &str) -> Result<(Arc<HostObject>, bool)> {
+/// Whether the host has `name` (by file name) without asking the system
+/// loader for it.
+pub(crate) fn has(name: &str) -> bool {
+    let name = Path::new(name)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .unwrap_or(name);
+    index().by_name(name).is_some()
+}
+
+/// Errors name `needed_by`, the library whose `DT_NEEDED` asked for it.
+pub(crate) fn ensure_loaded(
+    name: &str,
+    needed_by: Option<&Path>,
+) -> Result<(Arc<HostObject>, bool)> {
+    ensure_loaded_by_name(name).map_err(|e| match e {
+        Error::Host { name, message, .. } => Error::Host {
+            name,
+            needed_by: needed_by.map(Path::to_path_buf),
+            message,
+        },
+        e => e,
+    })
+}
+
+fn ensure_loaded_by_name(name: &str) -> Result<(Arc<HostObject>, bool)> {
     // Only ever the system's copy, by file name: a DT_NEEDED path such as
     // `/tmp/x/libm.so.6` must not make the system loader map (and run the
     // constructors of) whatever file that is, least of all under `check`.

@@ -189,33 +189,58 @@ impl Library {
             Some(dir) if !options.check_only => Some(crate::relcache::Dir::open(dir)?),
             _ => None,
         };
-        // The host's RTLD_GLOBAL libraries, asked for before taking the
-        // lock (it takes the system loader's).
-        host::probe_global();
-        let guard = registry::lock();
-        let loader = Loader {
-            tracer: &options.tracer,
-            fail: options.fail.as_ref(),
-            search: SearchConfig::new(options.library_path.as_deref()),
-            relcache: relcache.as_ref(),
-            own_libstdcxx: options.own_libstdcxx,
-        };
-        let (root_path, file) = loader.find_root(name, caller)?;
-        if noload {
-            let (_, crate::object::FileInfo { id, .. }) = Object::identify(
-                &root_path,
-                file.try_clone()
-                    .map_err(|e| Error::io(&root_path, "dup", e))?,
-            )?;
-            if guard.registry().by_file(id).is_none() {
-                return Err(Error::NotFound {
-                    name: name.to_string(),
-                    needed_by: caller.map(|c| c.path.clone()),
-                    tried: vec![root_path],
-                });
+        // Host libraries the system loader must load are loaded between
+        // attempts, with soloader's lock released (see `Deferred`); a few
+        // attempts at most, then under the lock as a last resort.
+        let mut attempts = 0;
+        let mut loaded_between = Vec::new();
+        let (guard, loader, tree) = loop {
+            // The host's RTLD_GLOBAL libraries, asked for before taking the
+            // lock (it takes the system loader's).
+            host::probe_global();
+            let guard = registry::lock();
+            let loader = Loader {
+                tracer: &options.tracer,
+                fail: options.fail.as_ref(),
+                search: SearchConfig::new(options.library_path.as_deref()),
+                relcache: relcache.as_ref(),
+                own_libstdcxx: options.own_libstdcxx,
+                may_defer: registry::depth() == 1 && attempts < 4,
+                deferred: Default::default(),
+                loaded_between: loaded_between.clone(),
+            };
+            let (root_path, file) = loader.find_root(name, caller)?;
+            if noload {
+                let (_, crate::object::FileInfo { id, .. }) = Object::identify(
+                    &root_path,
+                    file.try_clone()
+                        .map_err(|e| Error::io(&root_path, "dup", e))?,
+                )?;
+                if guard.registry().by_file(id).is_none() {
+                    return Err(Error::NotFound {
+                        name: name.to_string(),
+                        needed_by: caller.map(|c| c.path.clone()),
+                        tried: vec![root_path],
+                    });
+                }
             }
-        }
-        let tree = loader.load_tree(&guard.registry(), &root_path, file)?;
+            let attempt = loader.load_tree(&guard.registry(), &root_path, file);
+            let deferred = loader.deferred.borrow_mut().take();
+            match (attempt, deferred) {
+                (Ok(tree), _) => break (guard, loader, tree),
+                (Err(_), Some(d)) => {
+                    options.tracer.emit(|| Event::Deferred {
+                        name: d.name.clone(),
+                        needed_by: d.needed_by.clone(),
+                    });
+                    drop(guard);
+                    attempts += 1;
+                    host::ensure_loaded(&d.name, Some(&d.needed_by))?;
+                    loaded_between.push(d.name);
+                }
+                (Err(e), None) => return Err(e),
+            }
+        };
         let root = tree.root.clone();
         if !tree.new.is_empty() {
             let order = resolve::init_order(&tree.root, &tree.new);
@@ -464,6 +489,9 @@ pub fn find_library(name: &str, options: &Options) -> Result<PathBuf> {
         search: SearchConfig::new(options.library_path.as_deref()),
         relcache: None,
         own_libstdcxx: false,
+        may_defer: false,
+        deferred: Default::default(),
+        loaded_between: Vec::new(),
     };
     loader.find_root(name, None).map(|(p, _)| p)
 }

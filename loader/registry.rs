@@ -153,6 +153,12 @@ pub(crate) fn held() -> bool {
     HELD.with(|h| h.get() > 0)
 }
 
+/// How many times this thread holds the loader's lock (1: one load, not
+/// nested in another's constructors).
+pub(crate) fn depth() -> usize {
+    HELD.with(|h| h.get())
+}
+
 /// Takes the loader's lock (reentrant).
 pub(crate) fn lock() -> Guard {
     setup();

@@ -37,6 +37,28 @@ pub(crate) struct Loader<'a> {
     pub relcache: Option<&'a crate::relcache::Dir>,
     /// Load `libstdc++` with soloader when the host has none.
     pub own_libstdcxx: bool,
+    /// May a host library the system loader must load first end this
+    /// attempt (see [`Deferred`]) instead of being loaded under soloader's
+    /// lock? Only for a load that holds the lock once (not one nested in
+    /// another library's constructor).
+    pub may_defer: bool,
+    /// The host library that ended this attempt, if one did.
+    pub deferred: std::cell::RefCell<Option<Deferred>>,
+    /// Host libraries loaded between earlier attempts of this load (the
+    /// trace says they were loaded for it).
+    pub loaded_between: Vec<String>,
+}
+
+/// A glibc-family library (or one the host already names) that the system
+/// loader must load before this load can go on. The system `dlopen` takes
+/// the system loader's lock, which a thread running a constructor for it
+/// may hold while waiting for soloader's: so the load is undone, the lock
+/// released, the library loaded, and the load tried again.
+pub(crate) struct Deferred {
+    /// The `DT_NEEDED` name.
+    pub name: String,
+    /// The library that needs it.
+    pub needed_by: PathBuf,
 }
 
 struct Queued {
@@ -177,14 +199,20 @@ impl<'a> Loader<'a> {
         let ix = host::index();
         let own = self.own_libstdcxx && name.starts_with("libstdc++.so");
         if (host::is_host_family(name) && !own) || ix.by_name(name).is_some() {
-            let (h, newly_loaded) = host::ensure_loaded(name).map_err(|e| match e {
-                Error::Host { name, message, .. } => Error::Host {
-                    name,
+            if self.may_defer && !host::has(name) {
+                *self.deferred.borrow_mut() = Some(Deferred {
+                    name: name.to_string(),
+                    needed_by: by.path.clone(),
+                });
+                return Err(Error::Host {
+                    name: name.to_string(),
                     needed_by: Some(by.path.clone()),
-                    message,
-                },
-                e => e,
-            })?;
+                    message: "to be loaded by the system loader once soloader's lock is released"
+                        .into(),
+                });
+            }
+            let (h, newly_loaded) = host::ensure_loaded(name, Some(&by.path))?;
+            let newly_loaded = newly_loaded || self.loaded_between.iter().any(|n| n == name);
             self.tracer.emit(|| Event::HostLibrary {
                 name: name.to_string(),
                 path: h.name.clone(),

@@ -63,6 +63,19 @@ pub enum Event {
         /// Whether soloader had to ask the system loader to load it first.
         newly_loaded: bool,
     },
+    /// The load stopped at a dependency only the system loader may load
+    /// (the glibc family), which the process does not have yet. The
+    /// system `dlopen` takes the system loader's lock, and a thread running
+    /// a constructor under that lock may be waiting for soloader's: so
+    /// soloader undoes what this attempt mapped, releases its lock, has the
+    /// system loader load `name`, and starts the load again (the events
+    /// that follow are the new attempt's).
+    Deferred {
+        /// The `DT_NEEDED` name.
+        name: String,
+        /// The library that needs it.
+        needed_by: PathBuf,
+    },
     /// A dependency was already loaded by soloader and is shared.
     AlreadyLoaded {
         /// The library.

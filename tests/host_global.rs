@@ -5,7 +5,9 @@
 //! `RTLD_GLOBAL`, in the order opened — and never against a library opened
 //! `RTLD_LOCAL` that the new one does not need. This test binary (its own
 //! process, unlike the rest of the suite, on purpose) opens test libraries
-//! with the system loader to set that up.
+//! with the system loader to set that up; and it checks that a glibc-family
+//! dependency the host does not have yet is loaded by the system loader
+//! (between attempts, outside soloader's lock).
 
 mod common;
 
@@ -63,4 +65,66 @@ fn imports_see_the_host_s_rtld_global_libraries_and_only_those() {
         }
         other => panic!("expected a host provider, got {other:?}"),
     }
+}
+
+#[test]
+fn a_glibc_family_library_the_host_lacks_is_loaded_by_the_system_loader() {
+    // SAFETY: RTLD_NOLOAD only asks whether libm is loaded.
+    let before = unsafe { libc::dlopen(c"libm.so.6".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    assert!(before.is_null(), "this test binary must not have libm yet");
+    // libarith with its DT_NEEDED (and version need) "libc.so.6" turned
+    // into "libm.so.6": libm defines GLIBC_2.2.5 too, and libarith's libc
+    // imports are found in the global scope, as with glibc.
+    let dir = TempDir::private("needm");
+    let path = dir.copy_lib("libarith.so");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(10)
+        .position(|w| w == b"libc.so.6\0")
+        .expect("libc.so.6 in .dynstr");
+    bytes[at + 3] = b'm';
+    std::fs::write(&path, bytes).unwrap();
+
+    let sink = VecSink::new();
+    let l = Library::open_with(&path, &Options::new().trace(Arc::new(sink.clone())))
+        .expect("loads with libm from the system loader");
+    // SAFETY: `int add(int, int)` (testlibs/arith.c).
+    let add = unsafe { l.get::<extern "C" fn(i32, i32) -> i32>("add") }.unwrap();
+    assert_eq!(add(40, 2), 42);
+    let events = sink.events();
+    let host: Vec<(String, bool)> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::HostLibrary {
+                name, newly_loaded, ..
+            } => Some((name.clone(), *newly_loaded)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(host, [("libm.so.6".to_string(), true)], "{host:?}");
+    let loaded = events
+        .iter()
+        .filter(|e| matches!(e, Event::Loaded { .. }))
+        .count();
+    assert_eq!(loaded, 1, "one load, however many attempts");
+    // Two attempts: the first stopped at libm, which the system loader
+    // then loaded with soloader's lock released (a thread running a
+    // constructor for the system loader may hold its lock and wait for
+    // soloader's); the second went through.
+    let attempts = events
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::Search {
+                    needed_by: None,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(attempts, 2);
+    // SAFETY: as above.
+    let after = unsafe { libc::dlopen(c"libm.so.6".as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    assert!(!after.is_null(), "the system loader has libm now");
 }

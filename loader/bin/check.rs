@@ -54,6 +54,8 @@ impl Summary {
         let mut s = Summary::default();
         for e in events {
             match e {
+                // An undone attempt: what counts is the next one.
+                Event::Deferred { .. } => s = Summary::default(),
                 Event::Open { path, .. } => s.mapped.push(path.clone()),
                 Event::HostLibrary { name, .. } if !s.host.contains(name) => {
                     s.host.push(name.clone())

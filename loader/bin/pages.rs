@@ -360,6 +360,12 @@ impl TraceSink for PageSink {
     fn event(&self, event: &Event) {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         match event {
+            // An undone attempt: the next one maps the library again.
+            Event::Deferred { .. } => {
+                st.root = None;
+                st.mapped = None;
+                st.pages_written.clear();
+            }
             Event::Mapped { path, base, .. } if st.root.is_none() => {
                 st.root = Some((path.clone(), *base));
                 st.mapped = Some(snapshot(&self.reader, *base, &self.parts));

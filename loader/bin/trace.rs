@@ -512,6 +512,11 @@ fn event_text(e: &Event, bases: &HashMap<PathBuf, usize>) -> String {
                 ""
             }
         ),
+        Event::Deferred { name, needed_by } => format!(
+            "  deferred: {name} (needed by {}) must come from the system loader, which does not have it yet: \
+             this attempt is undone, soloader's lock released, the system loader loads it, and the load starts again",
+            needed_by.display()
+        ),
         Event::AlreadyLoaded { path, refcount } => format!(
             "  already loaded: file={} ({refcount} open handles): shared, not mapped again",
             path.display()
@@ -788,6 +793,11 @@ fn event_json(e: &Event) -> Vec<(&'static str, Json)> {
             ("path", p(path)),
             ("source", Json::str(source)),
             ("found", Json::Bool(*found)),
+        ],
+        Event::Deferred { name, needed_by } => vec![
+            ("event", Json::str("deferred")),
+            ("name", Json::str(name)),
+            ("needed_by", p(needed_by)),
         ],
         Event::HostLibrary {
             name,
