@@ -76,14 +76,7 @@ fn a_glibc_family_library_the_host_lacks_is_loaded_by_the_system_loader() {
     // into "libm.so.6": libm defines GLIBC_2.2.5 too, and libarith's libc
     // imports are found in the global scope, as with glibc.
     let dir = TempDir::private("needm");
-    let path = dir.copy_lib("libarith.so");
-    let mut bytes = std::fs::read(&path).unwrap();
-    let at = bytes
-        .windows(10)
-        .position(|w| w == b"libc.so.6\0")
-        .expect("libc.so.6 in .dynstr");
-    bytes[at + 3] = b'm';
-    std::fs::write(&path, bytes).unwrap();
+    let path = dir.copy_lib_needing("libarith.so", "libm.so.6");
 
     let sink = VecSink::new();
     let l = Library::open_with(&path, &Options::new().trace(Arc::new(sink.clone())))

@@ -417,14 +417,7 @@ fn a_host_library_the_system_loader_refuses_names_who_needed_it() {
     // glibc-family name, which only the system loader may load, and it
     // has no such file.
     let dir = TempDir::private("hostneed");
-    let path = dir.copy_lib("libarith.so");
-    let mut bytes = std::fs::read(&path).unwrap();
-    let at = bytes
-        .windows(10)
-        .position(|w| w == b"libc.so.6\0")
-        .expect("libc.so.6 in .dynstr");
-    bytes[at + 8] = b'9';
-    std::fs::write(&path, bytes).unwrap();
+    let path = dir.copy_lib_needing("libarith.so", "libc.so.9");
     let err = Library::open(&path).expect_err("libc.so.9 does not exist");
     match &err {
         Error::Host {

@@ -113,6 +113,22 @@ impl TempDir {
 
     /// Copies test library `name` into the directory; returns the copy's
     /// path.
+    /// A copy of test library `name` in which the `.dynstr` string
+    /// `libc.so.6` (its `DT_NEEDED` and version need) is `libc_to`, a name
+    /// of the same length.
+    pub fn copy_lib_needing(&self, name: &str, libc_to: &str) -> PathBuf {
+        assert_eq!(libc_to.len(), "libc.so.6".len(), "same length, in place");
+        let path = self.copy_lib(name);
+        let mut bytes = fs::read(&path).unwrap();
+        let at = bytes
+            .windows(10)
+            .position(|w| w == b"libc.so.6\0")
+            .expect("libc.so.6 in .dynstr");
+        bytes[at..at + 9].copy_from_slice(libc_to.as_bytes());
+        fs::write(&path, bytes).unwrap();
+        path
+    }
+
     pub fn copy_lib(&self, name: &str) -> PathBuf {
         self.copy_from(&lib(name), name)
     }
