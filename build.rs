@@ -81,6 +81,8 @@ const LIBS: &[Lib] = &[
     // imports from the provider without needing it.
     ("libglobalprovider.so", &["globalprovider.c"], &[],             &[]),
     ("libglobaluser.so",  &["globaluser.c"],  &[],                 &[]),
+    // A constructor that calls back into the program (lock-order test).
+    ("libctorhook.so",    &["ctorhook.c"],    &[],                 &[]),
     // PT_GNU_STACK with PF_X: must be refused.
     ("libexecstack.so",   &["execstack.c"],   &["-Wl,-z,execstack"], &[]),
     // DT_NEEDED on a library that is not there (libghost.so is LINK_ONLY).
