@@ -43,16 +43,22 @@
 //!    each file loaded once per process (device and inode). The glibc
 //!    family (`libc`, `libm`, `ld.so`, …), `libgcc_s`, `libstdc++` and any
 //!    library the host already has are bound to the host process's copy
-//!    (`host`), never loaded twice.
+//!    (`host`), never loaded twice. One the host does not have yet is
+//!    loaded by the system loader with soloader's lock released (the load
+//!    is undone and started again): soloader never waits for the system
+//!    loader's lock while it holds its own.
 //! 5. **Relocate** (`reloc`, with numbers from `arch`): dependencies first,
 //!    in glibc's order. `DT_RELR`, `DT_REL`, `DT_RELA`, `DT_JMPREL`
 //!    (bound eagerly); imports resolved against the host's global scope
-//!    first, then the library and its dependencies breadth-first, with GNU
-//!    hash and Bloom filter and glibc's version rules; IFUNC work last.
+//!    (the executable's tree, then its `RTLD_GLOBAL` libraries) first,
+//!    then the library and its dependencies breadth-first, with GNU hash
+//!    and Bloom filter and glibc's version rules, each resolution
+//!    remembered for the next load of the same file; IFUNC work last.
 //! 6. **Protect**: `PT_GNU_RELRO` made read-only.
 //! 7. **Initialise** (`init`): `DT_INIT` then `DT_INIT_ARRAY`, each called
 //!    with `(argc, argv, envp)`, dependencies first.
-//! 8. **Use** ([`Library`]): typed lookups that borrow the library.
+//! 8. **Use** ([`Library`]): typed lookups that borrow the library (a
+//!    symbol table asked repeatedly builds a name index).
 //! 9. **Unload**: when no handle and no loaded library needs an object,
 //!    `DT_FINI_ARRAY` backwards then `DT_FINI`, then one `munmap`.
 //!
