@@ -146,8 +146,17 @@ impl<'a> HashTable<'a> {
     /// Whether a GNU table says `name` is certainly not defined here: its
     /// Bloom filter turns it away, or no entry of its bucket's chain has
     /// its hash. Needs neither the symbol nor the string table. (A SysV
-    /// table cannot say: `false`.)
+    /// table cannot say: `false`.) Whenever it says so, a lookup finds
+    /// nothing.
     pub(crate) fn rejects(&self, name: &Name) -> bool {
+        self.gnu_candidates(name)
+            .is_some_and(|mut c| c.next().is_none())
+    }
+
+    /// The symbol indices a GNU table's chain holds for `name`'s hash, in
+    /// chain order, once its Bloom filter lets the name through (none if
+    /// it does not); `None` for a SysV table.
+    fn gnu_candidates(&self, name: &Name) -> Option<GnuCandidates<'a>> {
         let HashTable::Gnu {
             symoffset,
             shift,
@@ -155,33 +164,25 @@ impl<'a> HashTable<'a> {
             buckets,
             chain,
             ..
-        } = self
+        } = *self
         else {
-            return false;
+            return None;
         };
         let h = name.gnu();
         let mask = (1u64 << (h % 64)) | (1u64 << ((h >> shift) % 64));
-        match bloom.get(((h / 64) as usize) & (bloom.len() - 1)) {
-            Some(word) if word & mask == mask => {}
-            _ => return true,
-        }
-        let Some(first) = buckets.get((h % buckets.len() as u32) as usize) else {
-            return false;
+        let passes = bloom
+            .get(((h / 64) as usize) & (bloom.len() - 1))
+            .is_some_and(|word| word & mask == mask);
+        let first = match buckets.get((h % buckets.len() as u32) as usize) {
+            Some(i) if passes => i,
+            _ => 0,
         };
-        if first == 0 {
-            return true;
-        }
-        let mut k = first.wrapping_sub(*symoffset) as usize;
-        while let Some(c) = chain.get(k) {
-            if (c ^ h) >> 1 == 0 {
-                return false;
-            }
-            if c & 1 == 1 {
-                return true;
-            }
-            k += 1;
-        }
-        false
+        Some(GnuCandidates {
+            chain,
+            symoffset,
+            h,
+            next: first,
+        })
     }
 
     /// Reads the GNU hash table if there is one, else the SysV one.
@@ -330,6 +331,32 @@ impl<'a> HashTable<'a> {
     }
 }
 
+/// See [`HashTable::gnu_candidates`].
+struct GnuCandidates<'a> {
+    chain: Table<'a, u32>,
+    symoffset: u32,
+    h: u32,
+    /// The next symbol index to look at; 0 when the chain has ended.
+    next: u32,
+}
+
+impl Iterator for GnuCandidates<'_> {
+    type Item = usize;
+
+    fn next(&mut self) -> Option<usize> {
+        while self.next != 0 {
+            let i = self.next;
+            let c = self.chain.get(i.wrapping_sub(self.symoffset) as usize)?;
+            // The last entry of a chain has its low bit set.
+            self.next = if c & 1 == 1 { 0 } else { i.wrapping_add(1) };
+            if (c ^ self.h) >> 1 == 0 {
+                return Some(i as usize);
+            }
+        }
+        None
+    }
+}
+
 /// An object's dynamic symbols, ready for lookups.
 #[derive(Clone)]
 pub(crate) struct SymTab<'a> {
@@ -420,37 +447,10 @@ impl<'a> SymTab<'a> {
     #[inline]
     pub(crate) fn lookup(&self, name: &Name, version: Option<&VersionReq>) -> Option<(usize, Sym)> {
         match &self.hash {
-            HashTable::Gnu {
-                symoffset,
-                shift,
-                bloom,
-                buckets,
-                chain,
-                ..
-            } => {
-                let h = name.gnu();
-                let word = bloom.get(((h / 64) as usize) & (bloom.len() - 1))?;
-                let mask = (1u64 << (h % 64)) | (1u64 << ((h >> shift) % 64));
-                if word & mask != mask {
-                    return None;
-                }
-                let mut i = buckets.get((h % buckets.len() as u32) as usize)?;
-                if i == 0 {
-                    return None;
-                }
-                loop {
-                    let c = chain.get((i - symoffset) as usize)?;
-                    if (c ^ h) >> 1 == 0 {
-                        if let Some(found) = self.check(i as usize, name, version) {
-                            return Some(found);
-                        }
-                    }
-                    if c & 1 == 1 {
-                        return None;
-                    }
-                    i += 1;
-                }
-            }
+            HashTable::Gnu { .. } => self
+                .hash
+                .gnu_candidates(name)?
+                .find_map(|i| self.check(i, name, version)),
             HashTable::Sysv { buckets, chains } => {
                 let mut i = buckets.get((name.sysv() % buckets.len() as u32) as usize)?;
                 // Each index is < nchain (validated); bound the walk too.
