@@ -116,11 +116,12 @@ impl LazyTables {
 
 impl LazyTables {
     /// Whether `name` is certainly not defined here, answered by the GNU
-    /// hash table alone (Bloom filter, then the hashes in its bucket's
-    /// chain), without reading (and validating) the symbol and version
-    /// tables: a lookup that walks a scope passes most objects this way,
-    /// and an object the host loaded for itself may never need its tables
-    /// read at all.
+    /// hash table alone without reading (and validating) the symbol and
+    /// version tables: its Bloom filter and bucket until the tables are
+    /// read (the chain array is bounded only by the symbol count), then
+    /// also the hashes in the bucket's chain. A lookup that walks a scope
+    /// passes most objects this way, and an object the host loaded for
+    /// itself may never need its tables read at all.
     fn rejects(&self, name: &Name) -> bool {
         if let Some((st, _)) = self.tables.get() {
             return st.rejects(name);

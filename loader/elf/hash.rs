@@ -146,11 +146,11 @@ impl<'a> HashTable<'a> {
     /// Whether a GNU table says `name` is certainly not defined here: its
     /// Bloom filter turns it away, or no entry of its bucket's chain has
     /// its hash. Needs neither the symbol nor the string table. (A SysV
-    /// table cannot say: `false`.) Whenever it says so, a lookup finds
-    /// nothing.
+    /// table cannot say: `false`; nor can a table whose chain array is
+    /// not bounded yet — the host objects' tables as read for this alone.)
     pub(crate) fn rejects(&self, name: &Name) -> bool {
         self.gnu_candidates(name)
-            .is_some_and(|mut c| c.next().is_none())
+            .is_some_and(|mut c| c.next().is_none() && !c.cut_short)
     }
 
     /// The symbol indices a GNU table's chain holds for `name`'s hash, in
@@ -173,15 +173,13 @@ impl<'a> HashTable<'a> {
         let passes = bloom
             .get(((h / 64) as usize) & (bloom.len() - 1))
             .is_some_and(|word| word & mask == mask);
-        let first = match buckets.get((h % buckets.len() as u32) as usize) {
-            Some(i) if passes => i,
-            _ => 0,
-        };
+        let bucket = buckets.get((h % buckets.len() as u32) as usize);
         Some(GnuCandidates {
             chain,
             symoffset,
             h,
-            next: first,
+            next: bucket.filter(|_| passes).unwrap_or(0),
+            cut_short: passes && bucket.is_none(),
         })
     }
 
@@ -338,6 +336,8 @@ struct GnuCandidates<'a> {
     h: u32,
     /// The next symbol index to look at; 0 when the chain has ended.
     next: u32,
+    /// The walk left the bucket or chain array before the chain's end.
+    cut_short: bool,
 }
 
 impl Iterator for GnuCandidates<'_> {
@@ -346,7 +346,11 @@ impl Iterator for GnuCandidates<'_> {
     fn next(&mut self) -> Option<usize> {
         while self.next != 0 {
             let i = self.next;
-            let c = self.chain.get(i.wrapping_sub(self.symoffset) as usize)?;
+            let Some(c) = self.chain.get(i.wrapping_sub(self.symoffset) as usize) else {
+                self.cut_short = true;
+                self.next = 0;
+                return None;
+            };
             // The last entry of a chain has its low bit set.
             self.next = if c & 1 == 1 { 0 } else { i.wrapping_add(1) };
             if (c ^ self.h) >> 1 == 0 {
