@@ -33,6 +33,9 @@ pub struct Options {
     pub(crate) check_only: bool,
     /// Relocation cache directory (`relcache`), if enabled.
     pub(crate) relocation_cache: Option<PathBuf>,
+    /// The relocation cache may treat host objects' addresses as fixed
+    /// (`relocation_cache_forked`).
+    pub(crate) relocation_cache_forked: bool,
     pub(crate) own_libstdcxx: bool,
 }
 
@@ -76,6 +79,28 @@ impl Options {
     /// [`crate::check`] never uses the cache.
     pub fn relocation_cache(mut self, dir: impl Into<PathBuf>) -> Options {
         self.relocation_cache = Some(dir.into());
+        self
+    }
+
+    /// Tell the relocation cache ([`Options::relocation_cache`]) that the
+    /// processes sharing it are forked from one parent that started them
+    /// without `exec` (a pre-fork server's workers, a zygote's children):
+    /// they inherit its address-space layout, so the host's libraries (libc
+    /// under ASLR, and soloader's own code) are at the same addresses in
+    /// all of them.
+    ///
+    /// The cache then also shares the pages that hold pointers into host
+    /// objects (`GLOB_DAT`, `R_X86_64_64` and `JUMP_SLOT` entries naming
+    /// libc's functions and data), which otherwise every process relocates
+    /// privately: their cache file is keyed by the host's layout (every host
+    /// object's base, and soloader's), so a process with another layout
+    /// never uses it. IFUNC results and TLS stay private as always.
+    ///
+    /// Processes started by `exec` each have their own layout: with this
+    /// option each writes a cache file no other process can use. Leave it
+    /// off for them. No effect without [`Options::relocation_cache`].
+    pub fn relocation_cache_forked(mut self, yes: bool) -> Options {
+        self.relocation_cache_forked = yes;
         self
     }
 
@@ -204,6 +229,7 @@ impl Library {
                 fail: options.fail.as_ref(),
                 search: SearchConfig::new(options.library_path.as_deref()),
                 relcache: relcache.as_ref(),
+                relcache_forked: options.relocation_cache_forked,
                 own_libstdcxx: options.own_libstdcxx,
                 may_defer: registry::depth() == 1 && attempts < 4,
                 deferred: Default::default(),
@@ -488,6 +514,7 @@ pub fn find_library(name: &str, options: &Options) -> Result<PathBuf> {
         fail: None,
         search: SearchConfig::new(options.library_path.as_deref()),
         relcache: None,
+        relcache_forked: false,
         own_libstdcxx: false,
         may_defer: false,
         deferred: Default::default(),
@@ -613,7 +640,7 @@ fn link(loader: &Loader, tree: &Tree, order: &[Arc<Object>], run_code: bool) -> 
     // Relocation cache (opt-in): the scope's fingerprint, once per link.
     let fingerprint = loader
         .relcache
-        .map(|_| crate::relcache::fingerprint(&scope));
+        .map(|_| crate::relcache::fingerprint(&scope, loader.relcache_forked));
     for o in order {
         check_versions(o)?;
         // Relocation cache: map the pages a valid cache file holds, or get

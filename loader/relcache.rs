@@ -55,6 +55,21 @@
 //!    lists: the varying ones and those whose targets are not cached. The
 //!    other entries are not even read.
 //!
+//! # Forked workers: host addresses too
+//!
+//! Under ASLR the host's libraries (libc …) are somewhere else in every
+//! process started by `exec`, so a page holding a pointer to one of their
+//! functions or data (`GLOB_DAT`, `R_X86_64_64`) is MIXED: libsqlite3 has
+//! four such pages. Processes forked from one parent without `exec` (a
+//! pre-fork server's workers, a zygote's children) all inherit its layout.
+//! With [`crate::Options::relocation_cache_forked`] the fingerprint also
+//! holds every host object's base and where soloader's own code is, and
+//! values bound to them count as fixed: those pages are cached and shared
+//! too, and external `JUMP_SLOT`s to them need no stub. The file is then
+//! keyed by the layout, so a process with another layout never uses it
+//! (it writes its own). IFUNC results, `STB_GNU_UNIQUE` and TLS values stay
+//! varying: they depend on more than where things are.
+//!
 //! # Why a matching fingerprint is enough
 //!
 //! The scope fingerprint hashes, in lookup order, the identity of every
@@ -856,6 +871,10 @@ pub(crate) struct Fingerprint {
     /// Per module in scope order: soloader's object id (0 for host
     /// objects) and a hash of its identity.
     modules: Vec<(u64, u64)>,
+    /// Forked mode ([`crate::Options::relocation_cache_forked`]): the
+    /// module hashes include host objects' bases, and the fingerprint
+    /// soloader's own, so host addresses count as fixed.
+    forked: bool,
 }
 
 impl Fingerprint {
@@ -867,6 +886,12 @@ impl Fingerprint {
         for w in loader_identity() {
             h.word(w);
         }
+        if self.forked {
+            // Where soloader's own code is: the functions it provides
+            // (`dlopen` …) are bound to addresses in it.
+            h.word(u64::MAX);
+            h.word(fingerprint as *const () as usize as u64);
+        }
         h.word(self.modules.len() as u64);
         for &(id, m) in &self.modules {
             h.word(if id == obj.id { 0 } else { m });
@@ -875,8 +900,9 @@ impl Fingerprint {
     }
 }
 
-/// Identifies every module of `scope`, or says why it cannot.
-pub(crate) fn fingerprint(scope: &Scope) -> std::result::Result<Fingerprint, String> {
+/// Identifies every module of `scope`, or says why it cannot; with
+/// `forked`, host objects by where they are too.
+pub(crate) fn fingerprint(scope: &Scope, forked: bool) -> std::result::Result<Fingerprint, String> {
     let mut modules = Vec::with_capacity(scope.modules.len());
     for m in &scope.modules {
         let mut h = Hasher::new(5);
@@ -893,6 +919,9 @@ pub(crate) fn fingerprint(scope: &Scope) -> std::result::Result<Fingerprint, Str
                     h.word(w);
                 }
                 h.word(o.symtab.len() as u64);
+                if forked {
+                    h.word(o.base as u64);
+                }
                 0
             }
             Module::Loaded(o) => {
@@ -920,7 +949,7 @@ pub(crate) fn fingerprint(scope: &Scope) -> std::result::Result<Fingerprint, Str
         };
         modules.push((id, h.finish()));
     }
-    Ok(Fingerprint { modules })
+    Ok(Fingerprint { modules, forked })
 }
 
 // ---------------------------------------------------------------------------
@@ -970,6 +999,9 @@ pub(crate) struct Session<'a> {
     /// The cache file's name in the directory.
     name: String,
     scope: u64,
+    /// Forked mode: host objects' and soloader's addresses are part of
+    /// `scope`, so values bound to them are fixed.
+    host_fixed: bool,
     page: usize,
     /// Per page of the span: INELIGIBLE, UNTOUCHED, FIXED, PRIVATE, CACHED.
     pages: Box<[Cell<u8>]>,
@@ -1022,8 +1054,8 @@ impl<'a> Session<'a> {
         let Some(placed) = obj.relcache.as_ref() else {
             return Ok(None);
         };
-        let scope = match fingerprint {
-            Ok(f) => f.for_object(obj),
+        let (scope, host_fixed) = match fingerprint {
+            Ok(f) => (f.for_object(obj), f.forked),
             Err(why) => {
                 trace(
                     sys.tracer,
@@ -1071,6 +1103,7 @@ impl<'a> Session<'a> {
             sys,
             name,
             scope,
+            host_fixed,
             page,
             pages,
             warm: false,
@@ -1233,6 +1266,12 @@ impl<'a> Session<'a> {
         }
         self.varying_at.borrow_mut().push(t);
         self.mark8(t, if rel { PRIVATE } else { MIXED });
+    }
+
+    /// Whether values bound to host objects (and to soloader's own
+    /// functions) are fixed: forked mode.
+    pub(crate) fn host_fixed(&self) -> bool {
+        self.host_fixed
     }
 
     /// The value symbol relocation `entry` writes at `t`: `v` itself, or

@@ -441,11 +441,13 @@ impl Relocator<'_> {
     /// Relocation cache: whether symbol `i`, as resolved (its `memo` entry
     /// says where), has the same value in every process with the same base
     /// and scope fingerprint: defined in this object or in a library the
-    /// cache placed, or 0 (undefined weak). Host objects (ASLR), soloader's
-    /// own functions, IFUNC and TLS never are.
+    /// cache placed, or 0 (undefined weak). Host objects (ASLR) and
+    /// soloader's own functions only in forked mode, whose fingerprint
+    /// holds their addresses; IFUNC, `STB_GNU_UNIQUE` and TLS never.
     fn fixed(&self, i: usize, memo: &[Memo]) -> bool {
         match memo.get(i) {
             Some(Memo::Absolute(0)) => true,
+            Some(Memo::Absolute(_)) => self.cache.is_some_and(|c| c.host_fixed()),
             Some(Memo::InScope(k, _)) => matches!(
                 self.scope.modules.get(*k as usize),
                 Some(Module::Loaded(o)) if crate::relcache::stable(o, self.obj)

@@ -35,6 +35,8 @@ pub(crate) struct Loader<'a> {
     pub search: SearchConfig,
     /// Relocation cache (opt-in, `relcache`): the checked directory, if any.
     pub relcache: Option<&'a crate::relcache::Dir>,
+    /// The cache may count on the host's layout (`Options::relocation_cache_forked`).
+    pub relcache_forked: bool,
     /// Load `libstdc++` with soloader when the host has none.
     pub own_libstdcxx: bool,
     /// May a host library the system loader must load first end this

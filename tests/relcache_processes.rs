@@ -34,6 +34,10 @@ use soloader::{Library, Options};
 const CHILD_ENV: &str = "SOLOADER_RELCACHE_CHILD";
 /// The child's cache directory (none: load without the cache).
 const DIR_ENV: &str = "SOLOADER_RELCACHE_DIR";
+/// Set: the child loads with `Options::relocation_cache_forked(true)`.
+const FORKED_ENV: &str = "SOLOADER_RELCACHE_FORKED";
+/// A number: the child forks that many workers instead of loading itself.
+const FORKS_ENV: &str = "SOLOADER_RELCACHE_FORKS";
 
 // ---------------------------------------------------------------------------
 // The child: load with soloader (with or without the cache), run a workload.
@@ -151,6 +155,9 @@ fn child() {
     if let Ok(d) = std::env::var(DIR_ENV) {
         o = o.relocation_cache(d);
     }
+    if std::env::var_os(FORKED_ENV).is_some() {
+        o = o.relocation_cache_forked(true);
+    }
     type Work = Box<dyn Fn(&Library) -> Vec<String>>;
     let (name, work): (&str, Work) = match which.as_str() {
         "crypto" => ("libcrypto.so.3", Box::new(crypto)),
@@ -163,7 +170,53 @@ fn child() {
         }
         other => panic!("unknown workload {other}"),
     };
-    let l = Library::open_with(name, &o).unwrap_or_else(|e| panic!("{name}: {e}"));
+    // Forked workers: this process never loads the library; it forks
+    // them one after another (the first loads cold), as a pre-fork server
+    // would, and each prints its lines with its number.
+    let forks: usize = std::env::var(FORKS_ENV).map_or(0, |n| n.parse().unwrap());
+    if forks > 0 {
+        for k in 0..forks {
+            // SAFETY: fork has no preconditions; the child only loads,
+            // prints and leaves with _exit (no unwinding into the harness).
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+            if pid == 0 {
+                let ok = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    worker(name, &*work, &o, &k.to_string())
+                }))
+                .is_ok();
+                // SAFETY: ends the forked child without running the
+                // harness's exit path.
+                unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+            }
+            let mut status = 0;
+            // SAFETY: waits for the child just forked.
+            assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+            assert!(
+                libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                "forked worker {k} failed ({status:#x})"
+            );
+        }
+        return;
+    }
+    worker(name, &*work, &o, "");
+}
+
+/// Loads `name`, runs `work`, prints what the cache did (`CACHE<n>:`), the
+/// answers (`RESULT<n>:`) and the private copies in the library's writable
+/// segments (`ANON<n>:` bytes).
+fn worker(name: &str, work: &dyn Fn(&Library) -> Vec<String>, o: &Options, n: &str) {
+    let l = Library::open_with(name, o).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let private = || -> u64 {
+        let m = mem::measure(std::process::id() as i32, &mem::regions(l.segments()))
+            .expect("measure this process");
+        m.kinds
+            .iter()
+            .filter(|(k, _)| matches!(k, SegmentKind::Relro | SegmentKind::Data | SegmentKind::Bss))
+            .map(|(_, u)| u.anon)
+            .sum()
+    };
+    let loaded = private();
     let answers = work(&l);
     let cache = match l.relocation_cache() {
         None => "none".to_string(),
@@ -176,8 +229,9 @@ fn child() {
             c.stubs
         ),
     };
-    emit("CACHE:", cache);
-    emit("RESULT:", answers.join("; "));
+    emit(&format!("CACHE{n}:"), cache);
+    emit(&format!("RESULT{n}:"), answers.join("; "));
+    emit(&format!("ANON{n}:"), format!("{loaded} {}", private()));
 }
 
 /// Runs the `child` test in a new process: (cache line, result line).
@@ -242,6 +296,122 @@ fn libsqlite3_answers_the_same_cold_warm_and_uncached() {
         "{plain}"
     );
     assert!(plain.ends_with("ok"), "{plain}");
+}
+
+/// Runs the `child` test with `env` (and the cache in `dir`, if any);
+/// returns its stdout.
+fn run_child_env(which: &str, dir: Option<&Path>, env: &[(&str, &std::ffi::OsStr)]) -> String {
+    let mut cmd = self_test("child");
+    cmd.env(CHILD_ENV, which);
+    if let Some(d) = dir {
+        cmd.env(DIR_ENV, d);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    child_stdout(&mut cmd, &format!("child {which}"))
+}
+
+#[test]
+fn forked_workers_share_the_pages_that_point_into_libc() {
+    let _g = exclusive();
+    let cache = TempDir::private("forked");
+    let work = TempDir::private("forked-db");
+    let db = work.path().join("t.db");
+    let forks = 4;
+    let n = forks.to_string();
+    let base: [(&str, &std::ffi::OsStr); 2] = [
+        ("SOLOADER_RELCACHE_DB", db.as_os_str()),
+        (FORKS_ENV, n.as_ref()),
+    ];
+    let forked = [base[0], base[1], (FORKED_ENV, "1".as_ref())];
+    // Per worker: (cache line, answers, private bytes).
+    // Per worker: (cache line, answers, private bytes after the load and
+    // after the queries).
+    type Worker = (String, String, u64, u64);
+    let workers = |out: &str| -> Vec<Worker> {
+        (0..forks)
+            .map(|k| {
+                let f = |tag: &str| tagged(out, &format!("{tag}{k}:")).to_string();
+                let anon = f("ANON");
+                let (a, b) = anon.split_once(' ').unwrap();
+                (
+                    f("CACHE"),
+                    f("RESULT"),
+                    a.parse().unwrap(),
+                    b.parse().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let plain = workers(&run_child_env("sqlite", None, &base));
+    let exec_mode = workers(&run_child_env("sqlite", Some(cache.path()), &base));
+    let with = workers(&run_child_env("sqlite", Some(cache.path()), &forked));
+    let answers = &plain[0].1;
+    assert!(answers.ends_with("ok"), "{answers}");
+    for (c, a, _, _) in plain.iter().chain(&exec_mode).chain(&with) {
+        assert_eq!(a, answers, "{c}");
+    }
+    // The layout-keyed file is another file: the first forked worker
+    // writes it, the others map it.
+    assert!(with[0].0.starts_with("miss written=true"), "{:?}", with[0]);
+    let shared = |c: &str| -> usize {
+        let f = c
+            .split(' ')
+            .find_map(|w| w.strip_prefix("shared="))
+            .unwrap();
+        f.parse().unwrap()
+    };
+    for k in 1..forks {
+        assert!(exec_mode[k].0.starts_with("hit"), "{:?}", exec_mode[k]);
+        assert!(with[k].0.starts_with("hit"), "{:?}", with[k]);
+        // Pages holding libc's addresses are shared too, not patched.
+        assert!(
+            shared(&with[k].0) > shared(&exec_mode[k].0),
+            "forked {:?} vs exec {:?}",
+            with[k],
+            exec_mode[k]
+        );
+    }
+    let page = mem::page_size() as u64;
+    let mean = |w: &[Worker], after: bool| {
+        let sum: u64 = w[1..].iter().map(|x| if after { x.3 } else { x.2 }).sum();
+        sum / (forks as u64 - 1)
+    };
+    let (p, e, f) = (
+        mean(&plain, false),
+        mean(&exec_mode, false),
+        mean(&with, false),
+    );
+    let (pq, eq, fq) = (
+        mean(&plain, true),
+        mean(&exec_mode, true),
+        mean(&with, true),
+    );
+    eprintln!(
+        "libsqlite3 private bytes per warm worker, loaded / after the queries: \
+         uncached {p} / {pq}, cache {e} / {eq}, forked cache {f} / {fq}"
+    );
+    assert!(f < e && fq < eq, "forked {f}/{fq} vs exec-mode {e}/{eq}");
+    assert!(f * 4 <= p && f <= 2 * page, "forked {f} vs uncached {p}");
+    // A process with its own layout (started by exec) finds no file for
+    // it: the forked workers' file is keyed by theirs.
+    let (c, a) = run_child(
+        "sqlite",
+        Some(cache.path()),
+        &[("SOLOADER_RELCACHE_DB", db.as_path())],
+    );
+    assert!(c.starts_with("hit"), "{c}");
+    assert_eq!(&a, answers);
+    let solo = run_child_env(
+        "sqlite",
+        Some(cache.path()),
+        &[
+            ("SOLOADER_RELCACHE_DB", db.as_os_str()),
+            (FORKED_ENV, "1".as_ref()),
+        ],
+    );
+    assert!(tagged(&solo, "CACHE:").starts_with("miss"), "{solo}");
 }
 
 // ---------------------------------------------------------------------------
