@@ -373,9 +373,20 @@ impl Object {
             }
             drop(self.debug.lock().unwrap_or_else(|e| e.into_inner()).take());
             crate::reloc::forget_unique(self.id);
-            sys.munmap(self.mapping.start, self.mapping.len, "unload");
-            if let Some(p) = &self.relcache {
-                p.release(sys);
+            let end = self.mapping.start + self.mapping.len;
+            match &self.relcache {
+                // The relocation cache's stub area follows the span: one
+                // call for both.
+                Some(p) if p.area().start == end => sys.munmap(
+                    self.mapping.start,
+                    p.area().end - self.mapping.start,
+                    "unload",
+                ),
+                Some(p) => {
+                    sys.munmap(self.mapping.start, self.mapping.len, "unload");
+                    p.release(sys);
+                }
+                None => sys.munmap(self.mapping.start, self.mapping.len, "unload"),
             }
         }
     }

@@ -98,7 +98,11 @@
 //! field against the library being loaded, and a checksum of the header
 //! and one of the page contents are verified before anything is mapped
 //! (the pages are read with `pread`, so a corrupt file never reaches the
-//! library's memory), by every load. A file that fails any check is
+//! library's memory). The header is checked by every load; the contents
+//! by the first load in each process of each file: the process remembers
+//! a file it verified by device, inode, size, mtime and ctime (a write
+//! changes the ctime, which only the kernel sets) and later loads of the
+//! same unchanged file re-check only its header. A file that fails any check is
 //! ignored with a trace event
 //! ([`crate::Event::RelocationCache`]) and rewritten by this load: a bad
 //! file is never a reason to fail a load. (A load can still fail after a
@@ -586,6 +590,11 @@ impl Placed {
         );
     }
 
+    /// The stub area (right after the span).
+    pub(crate) fn area(&self) -> Range<usize> {
+        self.area.clone()
+    }
+
     /// What the cache did for this library, once linked.
     pub(crate) fn outcome(&self) -> Option<CacheUse> {
         self.outcome.get().cloned()
@@ -950,6 +959,50 @@ pub(crate) fn fingerprint(scope: &Scope, forked: bool) -> std::result::Result<Fi
         modules.push((id, h.finish()));
     }
     Ok(Fingerprint { modules, forked })
+}
+
+// ---------------------------------------------------------------------------
+// Files verified by this process
+
+/// A cache file's identity as far as its contents go: device, inode,
+/// size, mtime and ctime (with nanoseconds).
+type VerifiedKey = [i64; 7];
+
+/// At most this many verified files are remembered.
+const VERIFIED_FILES: usize = 64;
+
+/// Cache files whose whole contents this process has checked, with their
+/// header bytes, most recent last.
+static VERIFIED: Mutex<Vec<(VerifiedKey, Arc<[u8]>)>> = Mutex::new(Vec::new());
+
+fn verified_key(st: &libc::stat) -> VerifiedKey {
+    [
+        st.st_dev as i64,
+        st.st_ino as i64,
+        st.st_size,
+        st.st_mtime,
+        st.st_mtime_nsec,
+        st.st_ctime,
+        st.st_ctime_nsec,
+    ]
+}
+
+/// The header bytes of a file verified before with this identity.
+fn verified(key: &VerifiedKey) -> Option<Arc<[u8]>> {
+    let v = VERIFIED.lock().unwrap_or_else(|e| e.into_inner());
+    v.iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, b)| Arc::clone(b))
+}
+
+fn remember_verified(key: VerifiedKey, header: Vec<u8>) {
+    let mut v = VERIFIED.lock().unwrap_or_else(|e| e.into_inner());
+    v.retain(|(k, _)| *k != key);
+    if v.len() >= VERIFIED_FILES {
+        v.remove(0);
+    }
+    v.push((key, header.into()));
 }
 
 // ---------------------------------------------------------------------------
@@ -1797,16 +1850,28 @@ impl<'a> Session<'a> {
             ));
         }
         let size = st.st_size as u64;
+        let stub_len = |header: &Header| {
+            let (code, _) = self.stub_range(header.stubs.len());
+            code.end - code.start
+        };
+        // A file this process verified before, unchanged since (the same
+        // inode, size, mtime and ctime: soloader never writes a cache file
+        // in place, and writing one changes its mtime): its header is
+        // checked against this load again, its contents are not re-read.
+        let key = verified_key(&st);
+        if let Some(bytes) = verified(&key) {
+            let header = self.parse(&file, size, &bytes)?;
+            if size == header.len + (header.pages.len() * self.page + stub_len(&header)) as u64 {
+                return Ok(Some((file, header)));
+            }
+        }
         // The first chunk (for small libraries, the whole file) in one read.
         let mut first = vec![0u8; size.min(READ_CHUNK as u64) as usize];
         file.read_exact_at(&mut first, 0)
             .map_err(|e| format!("read: {e}"))?;
         let header = self.parse(&file, size, &first)?;
         // The page contents: read (never mapped) until they check out.
-        let stub_len = {
-            let (code, _) = self.stub_range(header.stubs.len());
-            code.end - code.start
-        };
+        let stub_len = stub_len(&header);
         let want = header.len + (header.pages.len() * self.page + stub_len) as u64;
         if size != want {
             return Err(format!("corrupt: {size} bytes, the header says {want}"));
@@ -1845,6 +1910,15 @@ impl<'a> Session<'a> {
         if hasher.finish() != header.data_hash {
             return Err("corrupt: the page checksum does not match".into());
         }
+        let bytes = if header.len <= first.len() as u64 {
+            first[..header.len as usize].to_vec()
+        } else {
+            let mut v = vec![0u8; header.len as usize];
+            file.read_exact_at(&mut v, 0)
+                .map_err(|e| format!("read: {e}"))?;
+            v
+        };
+        remember_verified(key, bytes);
         Ok(Some((file, header)))
     }
 

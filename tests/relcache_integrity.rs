@@ -384,6 +384,34 @@ fn a_corrupt_cache_file_is_ignored_and_rewritten() {
         assert_eq!(arith(&l), expected);
         drop(l);
     }
+    // This process verified the good file (the last load above was a hit)
+    // and remembers it: a later load re-reads only what changed. A page
+    // byte flipped in place with the old mtime put back still changes the
+    // file's ctime, which the kernel alone sets: caught.
+    let mtime = fs::metadata(&file).unwrap().modified().unwrap();
+    edit_file(&file, |b| b[header_len + 100] ^= 0x40);
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .or_else(|_| {
+            let mode = fs::metadata(&file).unwrap().permissions().mode();
+            fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+            let f = fs::File::options().write(true).open(&file);
+            fs::set_permissions(&file, fs::Permissions::from_mode(mode)).unwrap();
+            f
+        })
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    assert_eq!(fs::metadata(&file).unwrap().modified().unwrap(), mtime);
+    let (l, events) = load(&lib, Some(cache.path()));
+    assert!(
+        !used(&l).hit && has_event(&events, "ignored", "checksum"),
+        "a file changed in place since this process verified it: {:?}",
+        cache_events(&events)
+    );
+    assert_eq!(arith(&l), expected);
+    drop(l);
     assert_eq!(
         cache.names().len(),
         1,
