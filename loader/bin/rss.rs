@@ -1,17 +1,30 @@
 //! `soloader rss LIB [--procs N] [--loader soloader|dlopen|read|all]
-//! [--call SYMBOL [ARG...]] [--relocation-cache DIR] [--json]`: how much of
-//! a library is physically shared between processes, and how much each one
-//! pays privately.
+//! [--call SYMBOL [ARG...]] [--relocation-cache DIR] [--fork] [--json]`: how
+//! much of a library is physically shared between processes, and how much
+//! each one pays privately.
 //!
-//! The parent starts N workers (this binary again, as the hidden
-//! `rss-worker` subcommand). Each loads LIB by the chosen method, optionally
-//! calls a function, reports the address ranges of the library's segments
-//! on stdout (see [`Report`]), and blocks reading stdin: the barrier. The
-//! parent, which never maps LIB itself, then reads every worker's `smaps`
-//! and `pagemap` through [`soloader::mem`] and prints the sums per segment,
-//! a verdict per segment, and (for `--loader all`) the three methods side
-//! by side. Loaders run one after the other, so that one method's workers
+//! The parent starts N workers: by default this binary again, exec'd as
+//! the hidden `rss-worker` subcommand, so each worker has its own
+//! address-space layout; with `--fork`, by `fork()` without exec from the
+//! parent itself, the way a pre-fork server's workers or a zygote's
+//! children start, so all of them inherit the parent's layout (libc and
+//! every host library at the same addresses). Each loads LIB by the chosen
+//! method, optionally calls a function, reports the address ranges of the
+//! library's segments on stdout (see [`Report`]), and blocks reading
+//! stdin: the barrier. The parent, which never maps LIB itself (it forks
+//! before anything loads it), then reads every worker's `smaps` and
+//! `pagemap` through [`soloader::mem`] and prints the sums per segment, a
+//! verdict per segment, and (for `--loader all`) the three methods side by
+//! side. Loaders run one after the other, so that one method's workers
 //! never raise the map counts another method's workers see.
+//!
+//! Reports are read with `poll()` in the parent's only thread: the parent
+//! never has a second thread, so forking it is safe even though the child
+//! then runs a whole library load (it checks `/proc/self/task` before each
+//! fork). With `--fork` and `--relocation-cache`, soloader workers load
+//! with [`Options::relocation_cache_forked`] and start one after another
+//! (worker k+1 is forked once worker k reported): worker 0 writes the
+//! cache, the others find it warm.
 //!
 //! Workers are always cleaned up: they share a process group that the
 //! parent kills when it is done, when a worker fails, and from its
@@ -21,13 +34,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStderr, ChildStdin, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
@@ -67,11 +83,19 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     /// soloader workers share relocated pages through a relocation cache in
-    /// DIR (fixed, predictable addresses). The first worker to load writes
-    /// the cache: load once beforehand (e.g. `soloader call`) to measure a
-    /// warm cache.
+    /// DIR (fixed, predictable addresses). Without --fork, the first worker
+    /// to load writes the cache: load once beforehand (e.g. `soloader
+    /// call`) to measure a warm cache. With --fork, workers start one after
+    /// another: worker 0 writes the cache, the others find it warm.
     #[arg(long = "relocation-cache", value_name = "DIR")]
     relocation_cache: Option<PathBuf>,
+    /// Start the workers with fork() without exec, from this process, as a
+    /// pre-fork server or a zygote does: they inherit its address-space
+    /// layout (libc and every host library at the same addresses). With
+    /// --relocation-cache, the cache may then also share the pages that
+    /// point into host libraries (keyed by the shared layout).
+    #[arg(long)]
+    fork: bool,
 }
 
 const RSS_HELP: &str = "\
@@ -88,11 +112,20 @@ Columns (KiB; Σ = summed over the workers):
 Loaders: soloader = soloader::Library; dlopen = glibc's dlopen(RTLD_NOW|RTLD_LOCAL);
 read = read() the whole file into anonymous memory, mapping nothing from it.
 
+Workers: by default each is this binary exec'd again, with its own address-space
+layout. --fork: each is fork()ed without exec from the rss process, sharing its
+layout (host libraries at the same addresses), like a pre-fork server's workers.
+With --fork and --relocation-cache, soloader workers start one after another:
+worker 0 loads cold and writes the cache (including the pages that point into
+host libraries, valid for this layout only), workers 1.. find it warm. Without
+--fork, the first worker to load writes the cache: warm it beforehand.
+
 Examples:
   soloader rss libsqlite3.so.0 --procs 8 --loader all
   soloader rss ./libbigtext.so --procs 4 --call bigtext_run 1024 --json
   soloader call libcrypto.so.3 OpenSSL_version_num --relocation-cache ~/.cache/soloader
-  soloader rss libcrypto.so.3 --procs 8 --relocation-cache ~/.cache/soloader";
+  soloader rss libcrypto.so.3 --procs 8 --relocation-cache ~/.cache/soloader
+  soloader rss libsqlite3.so.0 --procs 8 --fork --relocation-cache ~/.cache/soloader";
 
 /// The `--loader` choice.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -147,6 +180,10 @@ pub struct WorkerArgs {
     /// Relocation cache directory (soloader workers only).
     #[arg(long = "relocation-cache", value_name = "DIR")]
     relocation_cache: Option<PathBuf>,
+    /// Forked without exec from the rss process (never set on the command
+    /// line: only `--fork` builds a `WorkerArgs` with it).
+    #[arg(skip)]
+    forked: bool,
 }
 
 // ---------------------------------------------------------------------------
@@ -238,6 +275,13 @@ impl Report {
 
 /// Runs the worker: load, call, report, wait for the parent.
 pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
+    die_with_parent(None);
+    work(args)
+}
+
+/// Makes the kernel kill this worker when its parent dies, and exits now
+/// if the parent is already gone (reparented to init, or not `parent`).
+fn die_with_parent(parent: Option<i32>) {
     // SAFETY: prctl/getppid take no pointers; a dead parent means exit.
     unsafe {
         libc::prctl(
@@ -247,15 +291,25 @@ pub fn worker(args: WorkerArgs) -> anyhow::Result<()> {
             0,
             0,
         );
-        if libc::getppid() == 1 {
+        let ppid = libc::getppid();
+        if ppid == 1 || parent.is_some_and(|p| p != ppid) {
             libc::_exit(1);
         }
     }
+}
+
+/// The worker after its set-up, exec'd or forked: load, call, report,
+/// wait. Returns only on an error.
+fn work(args: WorkerArgs) -> anyhow::Result<()> {
     let call = parse_call(&args.call)?;
     let report = match args.loader {
         Method::Soloader => {
-            let (lib, report) =
-                load_soloader(&args.lib, call.as_ref(), args.relocation_cache.as_deref())?;
+            let (lib, report) = load_soloader(
+                &args.lib,
+                call.as_ref(),
+                args.relocation_cache.as_deref(),
+                args.forked,
+            )?;
             let report = report.lines();
             barrier(&report);
             drop(lib);
@@ -346,11 +400,14 @@ fn load_soloader(
     path: &Path,
     call: Option<&(String, Vec<i64>)>,
     relocation_cache: Option<&Path>,
+    forked: bool,
 ) -> anyhow::Result<(Library, Report)> {
     let sink = VecSink::new();
     let mut options = Options::new().trace(Arc::new(sink.clone()));
     if let Some(dir) = relocation_cache {
-        options = options.relocation_cache(dir);
+        options = options
+            .relocation_cache(dir)
+            .relocation_cache_forked(forked);
     }
     let lib = Library::open_with(path, &options)
         .with_context(|| format!("soloader could not load {}", path.display()))?;
@@ -813,17 +870,52 @@ fn install_signal_handlers() {
     }
 }
 
-/// Live workers, one process group; killed and reaped on drop.
+/// One live worker: its pid and the parent's ends of its pipes.
+struct Worker {
+    pid: i32,
+    /// Its stdin: closing it releases the barrier.
+    stdin: Option<File>,
+    stdout: Option<File>,
+    stderr: Option<File>,
+    /// What it wrote on stderr so far (drained while waiting for reports).
+    err: Vec<u8>,
+    /// Already waited for: its pid may be reused, never signal it again.
+    reaped: bool,
+}
+
+/// Live workers, one process group; killed and reaped on drop. Exec'd and
+/// forked workers alike: a pid and three pipes each.
 struct Workers {
-    children: Vec<Child>,
-    stdins: Vec<ChildStdin>,
-    stderrs: Vec<Option<ChildStderr>>,
+    list: Vec<Worker>,
     group: i32,
 }
 
 impl Workers {
+    fn new() -> Workers {
+        Workers {
+            list: Vec::new(),
+            group: 0,
+        }
+    }
+
     fn pids(&self) -> Vec<i32> {
-        self.children.iter().map(|c| c.id() as i32).collect()
+        self.list.iter().map(|w| w.pid).collect()
+    }
+
+    /// Records a started worker; the first one's pid names the group.
+    fn add(&mut self, pid: i32, stdin: File, stdout: File, stderr: File) {
+        if self.group == 0 {
+            self.group = pid;
+            WORKER_GROUP.store(pid, Ordering::SeqCst);
+        }
+        self.list.push(Worker {
+            pid,
+            stdin: Some(stdin),
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            err: Vec::new(),
+            reaped: false,
+        });
     }
 
     /// Kills and reaps every worker; returns worker `i`'s stderr.
@@ -832,18 +924,26 @@ impl Workers {
             // SAFETY: signalling our own workers' process group.
             unsafe { libc::kill(-self.group, libc::SIGKILL) };
         }
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
+        for w in &mut self.list {
+            if !w.reaped {
+                // SAFETY: our own child, not reaped yet, so its pid is still
+                // ours (a zombie at worst).
+                unsafe { libc::kill(w.pid, libc::SIGKILL) };
+                reap(w.pid);
+                w.reaped = true;
+            }
+            w.stdin = None;
         }
         WORKER_GROUP.store(0, Ordering::SeqCst);
         self.group = 0;
-        self.stdins.clear();
-        let mut err = String::new();
-        if let Some(Some(mut e)) = i.and_then(|i| self.stderrs.get_mut(i).map(Option::take)) {
-            let _ = e.read_to_string(&mut err);
+        let mut err = Vec::new();
+        if let Some(w) = i.and_then(|i| self.list.get_mut(i)) {
+            err = std::mem::take(&mut w.err);
+            if let Some(mut e) = w.stderr.take() {
+                let _ = e.read_to_end(&mut err);
+            }
         }
-        err
+        String::from_utf8_lossy(&err).into_owned()
     }
 }
 
@@ -853,57 +953,242 @@ impl Drop for Workers {
     }
 }
 
-fn spawn(
-    exe: &Path,
-    lib: &Path,
-    method: Method,
-    call: &[String],
-    n: u32,
-    relocation_cache: Option<&Path>,
-) -> anyhow::Result<Workers> {
-    let mut w = Workers {
-        children: Vec::new(),
-        stdins: Vec::new(),
-        stderrs: Vec::new(),
-        group: 0,
-    };
-    for _ in 0..n {
-        let mut cmd = Command::new(exe);
-        cmd.arg("rss-worker")
-            .arg("--loader")
-            .arg(method.name())
-            .arg(lib);
-        if !call.is_empty() {
-            cmd.arg("--call").args(call);
-        }
-        if let (Method::Soloader, Some(dir)) = (method, relocation_cache) {
-            cmd.arg("--relocation-cache").arg(dir);
-        }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(w.group);
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("starting {}", exe.display()))?;
-        if w.group == 0 {
-            w.group = child.id() as i32;
-            WORKER_GROUP.store(w.group, Ordering::SeqCst);
-        }
-        if let Some(s) = child.stdin.take() {
-            w.stdins.push(s);
-        }
-        w.stderrs.push(child.stderr.take());
-        w.children.push(child);
+/// Waits for child `pid` to end.
+fn reap(pid: i32) {
+    let mut status = 0;
+    // SAFETY: waitpid on our own child, with a valid status pointer.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0
+        && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+    {}
+}
+
+/// What a run starts its workers from.
+struct Setup<'a> {
+    exe: &'a Path,
+    lib: &'a Path,
+    call: &'a [String],
+    procs: u32,
+    relocation_cache: Option<&'a Path>,
+    fork: bool,
+}
+
+impl Setup<'_> {
+    /// The relocation cache for `method`'s workers (soloader only).
+    fn cache_for(&self, method: Method) -> Option<&Path> {
+        self.relocation_cache.filter(|_| method == Method::Soloader)
     }
-    Ok(w)
+
+    /// Whether `method`'s workers start one after another, each once the
+    /// previous one reported: forked soloader workers with a cache, so that
+    /// worker 0 writes it and the others find it warm.
+    fn one_by_one(&self, method: Method) -> bool {
+        self.fork && self.cache_for(method).is_some()
+    }
+}
+
+/// Starts one worker by exec'ing this binary as `rss-worker`.
+fn spawn_exec(w: &mut Workers, setup: &Setup, method: Method) -> anyhow::Result<()> {
+    let mut cmd = Command::new(setup.exe);
+    cmd.arg("rss-worker")
+        .arg("--loader")
+        .arg(method.name())
+        .arg(setup.lib);
+    if !setup.call.is_empty() {
+        cmd.arg("--call").args(setup.call);
+    }
+    if let Some(dir) = setup.cache_for(method) {
+        cmd.arg("--relocation-cache").arg(dir);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(w.group);
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", setup.exe.display()))?;
+    let pid = child.id() as i32;
+    let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+    // Dropping `child` neither kills nor waits: `Workers` reaps it by pid.
+    drop(child);
+    let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
+        // SAFETY: our own child, never reaped.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        reap(pid);
+        bail!("starting {}: no pipes", setup.exe.display());
+    };
+    w.add(
+        pid,
+        File::from(OwnedFd::from(stdin)),
+        File::from(OwnedFd::from(stdout)),
+        File::from(OwnedFd::from(stderr)),
+    );
+    Ok(())
+}
+
+/// A pipe: (read end, write end), both close-on-exec.
+fn pipe() -> anyhow::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        bail!("pipe: {}", std::io::Error::last_os_error());
+    }
+    // SAFETY: two fresh descriptors that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Fails unless this process has exactly one thread: forking a process
+/// with other threads leaves the child with whatever locks they held
+/// (malloc's, stdio's, the loader's), and the child runs a whole load.
+fn single_threaded() -> anyhow::Result<()> {
+    let mut count = 0;
+    // A thread just joined can linger in /proc/self/task for a moment.
+    for _ in 0..100 {
+        count = std::fs::read_dir("/proc/self/task")
+            .context("reading /proc/self/task")?
+            .count();
+        if count == 1 {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    bail!("cannot fork workers: this process has {count} threads, and fork is only safe from a single-threaded one")
+}
+
+/// The signals the parent handles, blocked around `fork` so that neither
+/// process runs the handler half set up.
+fn handled_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset/sigaddset initialise and fill a local set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+}
+
+/// Starts one worker by `fork()` without exec: it shares this process's
+/// address-space layout. The child never returns from here.
+fn spawn_fork(w: &mut Workers, setup: &Setup, method: Method) -> anyhow::Result<()> {
+    single_threaded()?;
+    let args = WorkerArgs {
+        loader: method,
+        lib: setup.lib.to_path_buf(),
+        call: setup.call.to_vec(),
+        relocation_cache: setup.cache_for(method).map(Path::to_path_buf),
+        forked: true,
+    };
+    let (in_r, in_w) = pipe()?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    // Every descriptor the child must not keep, should close_range fail:
+    // the parent's ends of this worker's pipes and of the others'.
+    let mut inherited: Vec<c_int> = w
+        .list
+        .iter()
+        .flat_map(|x| [&x.stdin, &x.stdout, &x.stderr])
+        .flatten()
+        .map(|f| f.as_raw_fd())
+        .collect();
+    inherited.extend([&in_r, &in_w, &out_r, &out_w, &err_r, &err_w].map(|f| f.as_raw_fd()));
+    let max_fd = inherited.iter().copied().max().unwrap_or(2);
+    // Nothing buffered may be written twice (the child never flushes what
+    // the parent buffered: it ends with _exit).
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    // SAFETY: getpid has no preconditions.
+    let parent = unsafe { libc::getpid() };
+    let group = w.group;
+    let blocked = handled_signals();
+    // SAFETY: a zeroed sigset_t is valid storage for the old mask.
+    let mut old_mask: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: valid set pointers.
+    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &blocked, &mut old_mask) };
+    // SAFETY: this process has one thread (checked above), so the child
+    // starts with every lock free and may run ordinary code; it ends with
+    // _exit and never returns into the parent's code.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        forked_child(
+            parent,
+            group,
+            [in_r.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+            max_fd,
+            &old_mask,
+            args,
+        );
+    }
+    let fork_error = std::io::Error::last_os_error();
+    // SAFETY: restoring the mask saved above.
+    unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()) };
+    if pid < 0 {
+        bail!("fork: {fork_error}");
+    }
+    // The child joins the group itself; doing it here too closes the race
+    // with a kill of the group before the child got there.
+    // SAFETY: setpgid on our own child; failure (it already did, or died)
+    // is harmless.
+    unsafe { libc::setpgid(pid, if group == 0 { pid } else { group }) };
+    drop((in_r, out_w, err_w));
+    w.add(pid, File::from(in_w), File::from(out_r), File::from(err_r));
+    Ok(())
+}
+
+/// The forked worker: set up as the exec'd one would be, run the worker,
+/// `_exit`. `fds` are the child's ends of its stdin, stdout and stderr.
+fn forked_child(
+    parent: i32,
+    group: i32,
+    fds: [c_int; 3],
+    max_fd: c_int,
+    old_mask: &libc::sigset_t,
+    args: WorkerArgs,
+) -> ! {
+    die_with_parent(Some(parent));
+    // SAFETY: plain system calls on descriptors and signal dispositions of
+    // this (single-threaded) child; on failure it exits at once.
+    unsafe {
+        // What exec would do: the parent's handlers are not ours.
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, old_mask, std::ptr::null_mut());
+        libc::setpgid(0, group);
+        // Above 2 first, so that one dup2 never overwrites another's source
+        // (when the parent was started with 0, 1 or 2 closed).
+        let high = fds.map(|fd| libc::fcntl(fd, libc::F_DUPFD, 3));
+        if high.iter().any(|&fd| fd < 0) || (0..3).any(|i| libc::dup2(high[i], i as c_int) < 0) {
+            libc::_exit(127);
+        }
+        // Every other descriptor of the parent: the other workers' pipes
+        // must not stay open here (their ends of file would never come).
+        if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) != 0 {
+            for fd in 3..=max_fd.max(high[0]).max(high[1]).max(high[2]) {
+                libc::close(fd);
+            }
+        }
+    }
+    let code = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(args))) {
+        Ok(Ok(())) => 0,
+        Ok(Err(e)) => {
+            eprintln!("soloader: {}", crate::one_line(&e));
+            1
+        }
+        // The panic message went to stderr (the pipe) already.
+        Err(_) => 101,
+    };
+    let _ = std::io::stderr().flush();
+    // SAFETY: ends this child at once: none of the parent's destructors,
+    // atexit handlers or stdio buffers run.
+    unsafe { libc::_exit(code) }
 }
 
 /// A worker exited before reporting.
 #[derive(Debug)]
 struct WorkerFailed {
     index: usize,
-    pid: u32,
+    pid: i32,
     /// The last line it wrote on stderr.
     message: String,
 }
@@ -920,57 +1205,95 @@ impl std::fmt::Display for WorkerFailed {
 
 impl std::error::Error for WorkerFailed {}
 
-/// Waits for every worker's report.
-fn collect(w: &mut Workers) -> anyhow::Result<Vec<Report>> {
-    let (tx, rx) = mpsc::channel::<(usize, Option<String>)>();
-    for (i, c) in w.children.iter_mut().enumerate() {
-        let Some(out) = c.stdout.take() else { continue };
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                match line {
-                    Ok(l) => {
-                        if tx.send((i, Some(l))).is_err() {
-                            return;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
-            let _ = tx.send((i, None));
-        });
-    }
-    drop(tx);
-    let n = w.children.len();
+/// Waits for the reports of workers `which`, reading their stdout (and
+/// draining their stderr) with `poll()` in this thread: the parent starts
+/// no thread, so it can fork again afterwards.
+fn collect(w: &mut Workers, which: Range<usize>) -> anyhow::Result<Vec<Report>> {
+    let n = which.len();
     let mut reports = vec![Report::default(); n];
     let mut ready = vec![false; n];
+    let mut partial: Vec<Vec<u8>> = vec![Vec::new(); n];
     let deadline = Instant::now() + READY_TIMEOUT;
-    while ready.iter().any(|r| !r) {
+    let mut buf = [0u8; 8192];
+    while let Some(late) = ready.iter().position(|r| !r) {
         let left = deadline.saturating_duration_since(Instant::now());
-        let (i, line) = match rx.recv_timeout(left) {
-            Ok(m) => m,
-            Err(_) => {
-                let i = ready.iter().position(|r| !r).unwrap_or(0);
-                let pid = w.children[i].id();
-                w.kill(None);
-                bail!(
-                    "worker {i} (pid {pid}) did not report within {} s; all workers killed",
-                    READY_TIMEOUT.as_secs()
-                );
-            }
-        };
-        match line {
-            Some(l) if !ready[i] => match reports[i].parse_line(&l) {
-                Ok(true) => ready[i] = true,
-                Ok(false) => {}
-                Err(e) => {
-                    w.kill(None);
-                    bail!("worker {i}: {e}");
+        if left.is_zero() {
+            let i = which.start + late;
+            let pid = w.list[i].pid;
+            w.kill(None);
+            bail!(
+                "worker {i} (pid {pid}) did not report within {} s; all workers killed",
+                READY_TIMEOUT.as_secs()
+            );
+        }
+        let mut fds = Vec::new();
+        let mut owners = Vec::new();
+        for j in (0..n).filter(|&j| !ready[j]) {
+            let x = &w.list[which.start + j];
+            for (f, is_err) in [(&x.stdout, false), (&x.stderr, true)] {
+                if let Some(f) = f {
+                    fds.push(libc::pollfd {
+                        fd: f.as_raw_fd(),
+                        events: libc::POLLIN,
+                        revents: 0,
+                    });
+                    owners.push((j, is_err));
                 }
-            },
-            Some(_) => {}
-            None if !ready[i] => {
-                let pid = w.children[i].id();
+            }
+        }
+        let ms = c_int::try_from(left.as_millis() + 1).unwrap_or(c_int::MAX);
+        // SAFETY: `fds` is a valid array of fds.len() pollfd structures.
+        let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if rc < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            w.kill(None);
+            bail!("poll: {e}");
+        }
+        for (p, &(j, is_err)) in fds.iter().zip(&owners) {
+            if p.revents == 0 || ready[j] {
+                continue;
+            }
+            let i = which.start + j;
+            let x = &mut w.list[i];
+            let pipe = if is_err { &mut x.stderr } else { &mut x.stdout };
+            let Some(f) = pipe.as_mut() else { continue };
+            let got = match f.read(&mut buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => 0,
+            };
+            if is_err {
+                x.err.extend_from_slice(&buf[..got]);
+                if got == 0 {
+                    x.stderr = None;
+                }
+                continue;
+            }
+            let eof = got == 0;
+            partial[j].extend_from_slice(&buf[..got]);
+            if eof && !partial[j].is_empty() {
+                partial[j].push(b'\n');
+            }
+            while let Some(end) = partial[j].iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = partial[j].drain(..=end).collect();
+                let line = String::from_utf8_lossy(&line[..end]);
+                match reports[j].parse_line(&line) {
+                    Ok(true) => {
+                        ready[j] = true;
+                        break;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        w.kill(None);
+                        bail!("worker {i}: {e}");
+                    }
+                }
+            }
+            if eof && !ready[j] {
+                let pid = w.list[i].pid;
                 let err = w.kill(Some(i));
                 let message = err
                     .lines()
@@ -986,7 +1309,6 @@ fn collect(w: &mut Workers) -> anyhow::Result<Vec<Report>> {
                     message,
                 }));
             }
-            None => {}
         }
     }
     Ok(reports)
@@ -1011,29 +1333,35 @@ fn resolve(lib: &Path) -> anyhow::Result<PathBuf> {
 struct Run {
     method: Method,
     pids: Vec<i32>,
+    /// Started one after another (forked, with a relocation cache).
+    one_by_one: bool,
     reports: Vec<Report>,
     measurements: Vec<Measurement>,
     summary: Summary,
     others: mem::Mappers,
 }
 
-fn measure_run(
-    exe: &Path,
-    lib: &Path,
-    method: Method,
-    call: &[String],
-    n: u32,
-    relocation_cache: Option<&Path>,
-) -> anyhow::Result<Run> {
-    let mut w = spawn(exe, lib, method, call, n, relocation_cache)?;
-    let reports = collect(&mut w)?;
+fn measure_run(setup: &Setup, method: Method) -> anyhow::Result<Run> {
+    let mut w = Workers::new();
+    let spawn = if setup.fork { spawn_fork } else { spawn_exec };
+    let one_by_one = setup.one_by_one(method);
+    let mut reports = Vec::new();
+    for k in 0..setup.procs as usize {
+        spawn(&mut w, setup, method)?;
+        if one_by_one {
+            reports.extend(collect(&mut w, k..k + 1)?);
+        }
+    }
+    if !one_by_one {
+        reports = collect(&mut w, 0..setup.procs as usize)?;
+    }
     let pids = w.pids();
     let mut exclude = pids.clone();
     exclude.push(std::process::id() as i32);
     let others = if method == Method::Read {
         mem::Mappers::default()
     } else {
-        mem::mappers(lib, &exclude).unwrap_or_default()
+        mem::mappers(setup.lib, &exclude).unwrap_or_default()
     };
     let mut measurements = Vec::new();
     for (pid, r) in pids.iter().zip(&reports) {
@@ -1046,6 +1374,7 @@ fn measure_run(
     Ok(Run {
         method,
         pids,
+        one_by_one,
         reports,
         measurements,
         summary,
@@ -1067,21 +1396,22 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Choice::Read => vec![Method::Read],
         Choice::All => vec![Method::Soloader, Method::Dlopen, Method::Read],
     };
+    let setup = Setup {
+        exe: &exe,
+        lib: &lib,
+        call: &call,
+        procs: args.procs,
+        relocation_cache: args.relocation_cache.as_deref(),
+        fork: args.fork,
+    };
     let mut runs = Vec::new();
     for m in methods {
-        runs.push(measure_run(
-            &exe,
-            &lib,
-            m,
-            &call,
-            args.procs,
-            args.relocation_cache.as_deref(),
-        )?);
+        runs.push(measure_run(&setup, m)?);
     }
     let out = if args.json {
-        json(&lib, size, args.procs, &call, &runs)
+        json(&setup, size, &runs)
     } else {
-        human(&lib, size, args.procs, &call, &runs)
+        human(&setup, size, &runs)
     };
     let mut stdout = std::io::stdout().lock();
     match stdout
@@ -1359,16 +1689,22 @@ fn pid_list(pids: &[i32]) -> String {
     }
 }
 
-fn human(lib: &Path, size: u64, procs: u32, call: &[String], runs: &[Run]) -> String {
+fn human(setup: &Setup, size: u64, runs: &[Run]) -> String {
+    let (lib, call) = (setup.lib, setup.call);
     let mut s = String::new();
     let access = runs.first().map(|r| r.summary.access).unwrap_or_default();
     let frames = access.pfn;
     let _ = writeln!(
         s,
-        "soloader rss: {} ({}), {} per loader{}",
+        "soloader rss: {} ({}), {} per loader{}{}",
         lib.display(),
         kib(size),
-        plural(procs as usize, "worker", "workers"),
+        plural(setup.procs as usize, "worker", "workers"),
+        if setup.fork {
+            ", forked without exec (one address-space layout)"
+        } else {
+            ""
+        },
         if call.is_empty() {
             String::new()
         } else {
@@ -1393,13 +1729,27 @@ fn human(lib: &Path, size: u64, procs: u32, call: &[String], runs: &[Run]) -> St
                 call.first().map(String::as_str).unwrap_or("call")
             );
         }
-        for note in run
-            .reports
-            .first()
-            .map(|r| r.notes.as_slice())
-            .unwrap_or(&[])
-        {
-            let _ = writeln!(s, "   note: {note}");
+        if setup.fork {
+            let _ = writeln!(s, "{}", fork_line(run));
+        }
+        // Each distinct note once, with its workers when they differ.
+        let mut notes: Vec<(&str, Vec<i32>)> = Vec::new();
+        for (i, r) in run.reports.iter().enumerate() {
+            for n in &r.notes {
+                match notes.iter_mut().find(|(t, _)| *t == n.as_str()) {
+                    Some((_, who)) => who.push(i as i32),
+                    None => notes.push((n, vec![i as i32])),
+                }
+            }
+        }
+        let all_same = notes.iter().all(|(_, who)| who.len() == run.reports.len());
+        for (note, who) in &notes {
+            if all_same {
+                let _ = writeln!(s, "   note: {note}");
+            } else {
+                let who = pid_list(who).replacen("pid", "worker", 1);
+                let _ = writeln!(s, "   note ({who}): {note}");
+            }
         }
         if !run.others.found.is_empty() {
             let found = &run.others.found;
@@ -1464,6 +1814,42 @@ fn human(lib: &Path, size: u64, procs: u32, call: &[String], runs: &[Run]) -> St
         s.push_str(&side_by_side(runs, frames));
     }
     s
+}
+
+/// How a forked run's workers started.
+fn fork_line(run: &Run) -> String {
+    let parent = std::process::id();
+    if !run.one_by_one {
+        return format!("   workers forked from pid {parent} (shared layout)");
+    }
+    let status = |r: &Report| {
+        r.notes.iter().find_map(|n| {
+            let rest = n.strip_prefix("relocation cache ")?;
+            Some(if rest.starts_with("hit") {
+                "hit"
+            } else if rest.starts_with("miss") {
+                "miss"
+            } else {
+                "unused"
+            })
+        })
+    };
+    let first = match run.reports.first().and_then(status) {
+        Some("miss") => "worker 0 wrote the relocation cache",
+        Some("hit") => "worker 0 found the relocation cache already written",
+        _ => "worker 0 did not use the relocation cache",
+    };
+    let rest = &run.reports[run.reports.len().min(1)..];
+    let warm = rest.iter().filter(|r| status(r) == Some("hit")).count();
+    let others = match rest.len() {
+        0 => String::new(),
+        1 if warm == 1 => ", worker 1 found it warm".to_string(),
+        n if warm == n => format!(", workers 1–{n} found it warm"),
+        n => format!(", {warm} of workers 1–{n} found it warm"),
+    };
+    format!(
+        "   workers forked from pid {parent} (shared layout), one after another; {first}{others}"
+    )
 }
 
 fn access_line(access: mem::Access) -> String {
@@ -1766,7 +2152,8 @@ fn combined_json(run: &Run, kind: Option<SegmentKind>, c: &Combined) -> J {
     J::Obj(v)
 }
 
-fn json(lib: &Path, size: u64, procs: u32, call: &[String], runs: &[Run]) -> String {
+fn json(setup: &Setup, size: u64, runs: &[Run]) -> String {
+    let (lib, procs, call) = (setup.lib, setup.procs, setup.call);
     let access = runs.first().map(|r| r.summary.access).unwrap_or_default();
     let call_j = match call.split_first() {
         None => J::Null,
@@ -1886,6 +2273,7 @@ fn json(lib: &Path, size: u64, procs: u32, call: &[String], runs: &[Run]) -> Str
             ]),
         ),
         ("procs", ju(u64::from(procs))),
+        ("fork", J::Bool(setup.fork)),
         ("page_size", ju(mem::page_size() as u64)),
         (
             "access",
