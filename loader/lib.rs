@@ -73,8 +73,12 @@
 //! `JUMP_SLOT`s go through per-library stubs, and the pages relocation
 //! writes with the same bytes in every process are saved to a cache file
 //! once and then mapped from it (`MAP_PRIVATE`, shared) by every later
-//! load in any process, which skips their relocations. Without the option
-//! every stage is exactly as described above.
+//! load in any process, which skips their relocations. Pages holding the
+//! host's addresses (libc under ASLR) stay private, unless the processes
+//! are forked from one parent without `exec`
+//! ([`Options::relocation_cache_forked`]): then the host's layout is part
+//! of the cache file's key and those pages are shared too. Without the
+//! option every stage is exactly as described above.
 //!
 //! # Trust
 //!
