@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use common::json::{parse_json, Json};
 use common::rss_workers::{WorkerReport, Workers};
-use common::{exclusive, TempDir, SOLOADER};
+use common::{exclusive, processes_mentioning, TempDir, SOLOADER};
 use soloader::mem::{self, Measurement, SegmentKind};
 use soloader::{Event, Library, Options, VecSink};
 
@@ -443,22 +443,6 @@ fn numbers_agree_with_an_independent_reading_of_smaps() {
 
 // ---------------------------------------------------------------------------
 // Cleanup
-
-/// Processes whose command line mentions `marker`.
-fn processes_mentioning(marker: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(marker) {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let end = Instant::now() + timeout;

@@ -236,15 +236,8 @@ fn worker(name: &str, work: &dyn Fn(&Library) -> Vec<String>, o: &Options, n: &s
 
 /// Runs the `child` test in a new process: (cache line, result line).
 fn run_child(which: &str, dir: Option<&Path>, env: &[(&str, &Path)]) -> (String, String) {
-    let mut cmd = self_test("child");
-    cmd.env(CHILD_ENV, which);
-    if let Some(d) = dir {
-        cmd.env(DIR_ENV, d);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let stdout = child_stdout(&mut cmd, &format!("child {which}"));
+    let env: Vec<(&str, &std::ffi::OsStr)> = env.iter().map(|(k, v)| (*k, v.as_os_str())).collect();
+    let stdout = run_child_env(which, dir, &env);
     let field = |tag: &str| tagged(&stdout, tag).to_string();
     (field("CACHE:"), field("RESULT:"))
 }

@@ -19,12 +19,11 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::fs;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::json::{parse_json, Json};
-use common::{exclusive, TempDir, SOLOADER};
+use common::{exclusive, processes_mentioning, TempDir, SOLOADER};
 use soloader::Options;
 
 /// Whether system library `name` is installed; says why a test skips if
@@ -286,23 +285,6 @@ fn call_runs_in_the_forked_worker() {
     for w in run_of(&doc, "read").get("workers").arr() {
         assert_eq!(w.get("result"), &Json::Null);
     }
-}
-
-/// Processes whose command line mentions `marker` (forked workers keep
-/// the rss process's command line).
-fn processes_mentioning(marker: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
-            continue;
-        };
-        if let Ok(cmd) = fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(marker) {
-                out.push(pid);
-            }
-        }
-    }
-    out
 }
 
 #[test]

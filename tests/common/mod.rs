@@ -749,3 +749,20 @@ pub fn read_log(path: &Path) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Processes whose command line mentions `marker` (a forked child keeps its
+/// parent's).
+pub fn processes_mentioning(marker: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(marker) {
+                out.push(pid);
+            }
+        }
+    }
+    out
+}
