@@ -235,13 +235,9 @@ impl Library {
                 deferred: Default::default(),
                 loaded_between: loaded_between.clone(),
             };
-            let (root_path, file) = loader.find_root(name, caller)?;
+            let (root_path, mut opened) = loader.find_root(name, caller)?;
             if noload {
-                let (_, crate::object::FileInfo { id, .. }) = Object::identify(
-                    &root_path,
-                    file.try_clone()
-                        .map_err(|e| Error::io(&root_path, "dup", e))?,
-                )?;
+                let id = opened.info(&root_path)?.id;
                 if guard.registry().by_file(id).is_none() {
                     return Err(Error::NotFound {
                         name: name.to_string(),
@@ -250,7 +246,7 @@ impl Library {
                     });
                 }
             }
-            let attempt = loader.load_tree(&guard.registry(), &root_path, file);
+            let attempt = loader.load_tree(&guard.registry(), &root_path, opened);
             let deferred = loader.deferred.borrow_mut().take();
             match (attempt, deferred) {
                 (Ok(tree), _) => break (guard, loader, tree),

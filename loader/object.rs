@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
@@ -19,6 +19,8 @@ use crate::elf::{self, page_down, LoadPlan, View};
 use crate::error::{Error, Result};
 use crate::host::HostObject;
 use crate::map::{self, Mapping, Sys};
+pub(crate) use crate::search::FileInfo;
+use crate::search::Opened;
 use crate::tls::{TlsImage, TlsIndex};
 use crate::trace::{Event, Provider};
 
@@ -109,47 +111,19 @@ unsafe impl Sync for LinkMap {}
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// What `fstat` says about a library file.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FileInfo {
-    /// `(st_dev, st_ino)`.
-    pub id: (u64, u64),
-    /// `st_size`.
-    pub size: u64,
-    /// `(st_size, st_mtime, st_mtime_nsec, st_ctime, st_ctime_nsec)`: a file
-    /// rewritten in place with its mtime restored still changes ctime.
-    pub stamp: (u64, i64, i64, i64, i64),
-}
-
 impl Object {
-    /// The identity (device, inode) and size of the opened `file`.
-    pub(crate) fn identify(path: &Path, f: File) -> Result<(File, FileInfo)> {
-        let m = f.metadata().map_err(|e| Error::io(path, "fstat", e))?;
-        if !m.is_file() {
-            return Err(Error::malformed(path, "not a regular file", None));
-        }
-        let info = FileInfo {
-            id: (m.dev(), m.ino()),
-            size: m.size(),
-            stamp: (
-                m.size(),
-                m.mtime(),
-                m.mtime_nsec(),
-                m.ctime(),
-                m.ctime_nsec(),
-            ),
-        };
-        Ok((f, info))
-    }
-
-    /// Parse, validate and map one file. On error nothing stays mapped.
-    pub(crate) fn load(path: &Path, file: File, info: FileInfo, sys: &Sys) -> Result<Object> {
+    /// Parse, validate and map one opened file, with what the search
+    /// learnt of it (its `fstat` and first bytes, asked for here only if
+    /// the search did not). On error nothing stays mapped.
+    pub(crate) fn load(path: &Path, mut opened: Opened, sys: &Sys) -> Result<Object> {
+        let info = opened.info(path)?;
+        let Opened { file, head, .. } = opened;
         let (file_id, size) = (info.id, info.size);
         sys.tracer.emit(|| Event::Open {
             path: path.to_path_buf(),
             size,
         });
-        let (plan, head) = read_plan(path, &file, size)?;
+        let (plan, head) = read_plan(path, &file, size, head)?;
         // Relocation cache (opt-in): reserve the deterministic place first;
         // `None` maps it wherever the kernel chooses, as always.
         let placed = sys
@@ -433,15 +407,19 @@ fn check_readable(path: &Path, plan: &LoadPlan) -> Result<()> {
     }
 }
 
-/// Reads and checks the ELF header and program headers with one `pread`
-/// (two when the program headers lie beyond the first page).
-/// Reads and checks the ELF header and program headers of `file` (one
-/// `pread` of its first 4 KiB, a second only if the headers reach past
-/// them); returns the plan and the bytes read.
-pub(crate) fn read_plan(path: &Path, file: &File, size: u64) -> Result<(LoadPlan, Vec<u8>)> {
-    let mut head = vec![0u8; (size.min(4096)) as usize];
-    file.read_exact_at(&mut head, 0)
-        .map_err(|e| Error::io(path, "read", e))?;
+/// Reads and checks the ELF header and program headers of `file`, whose
+/// first bytes `head` already holds as far as they were read (the
+/// search's check reads the first `min(4096, size)`; nothing has been
+/// read of a file named by path). Reads what is missing of the first
+/// 4 KiB (one `pread`), then what is missing of the headers if they reach
+/// past them (a second); returns the plan and the bytes read.
+pub(crate) fn read_plan(
+    path: &Path,
+    file: &File,
+    size: u64,
+    mut head: Vec<u8>,
+) -> Result<(LoadPlan, Vec<u8>)> {
+    read_to(path, file, &mut head, size.min(4096) as usize)?;
     let need = elf::needed_len(path, &head)?;
     if need > head.len() {
         if need as u64 > size {
@@ -451,12 +429,22 @@ pub(crate) fn read_plan(path: &Path, file: &File, size: u64) -> Result<(LoadPlan
                 Some(need as u64),
             ));
         }
-        head.resize(need, 0);
-        file.read_exact_at(&mut head, 0)
-            .map_err(|e| Error::io(path, "read", e))?;
+        read_to(path, file, &mut head, need)?;
     }
     let plan = elf::parse_plan(path, &head, size)?;
     Ok((plan, head))
+}
+
+/// Extends `head`, the first bytes of `file`, to its first `len` bytes
+/// with one `pread` of the missing ones (none if it has them).
+fn read_to(path: &Path, file: &File, head: &mut Vec<u8>, len: usize) -> Result<()> {
+    let have = head.len();
+    if have < len {
+        head.resize(len, 0);
+        file.read_exact_at(&mut head[have..], have as u64)
+            .map_err(|e| Error::io(path, "read", e))?;
+    }
+    Ok(())
 }
 
 /// A search-list entry made strong for the length of a lookup: loaded

@@ -8,7 +8,6 @@
 //! fails is unmapped again.
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
@@ -17,7 +16,7 @@ use crate::host;
 use crate::map::{FailPoint, Sys};
 use crate::object::{Dep, Object};
 use crate::registry::Registry;
-use crate::search::{self, SearchConfig};
+use crate::search::{self, Opened, SearchConfig};
 use crate::trace::{Event, Tracer};
 
 /// What a load produced.
@@ -91,10 +90,15 @@ impl<'a> Loader<'a> {
         }
     }
 
-    /// Finds the root file by path or bare name.
+    /// Finds the root file by path or bare name, opened (with what the
+    /// search learnt of it, see [`Opened`]).
     /// `caller` is the library that called `dlopen`, whose `RPATH` and
     /// `RUNPATH` apply (as in glibc).
-    pub(crate) fn find_root(&self, name: &str, caller: Option<&Object>) -> Result<(PathBuf, File)> {
+    pub(crate) fn find_root(
+        &self,
+        name: &str,
+        caller: Option<&Object>,
+    ) -> Result<(PathBuf, Opened)> {
         self.tracer.emit(|| Event::Search {
             name: name.to_string(),
             needed_by: caller.map(|c| c.path.clone()),
@@ -112,9 +116,9 @@ impl<'a> Loader<'a> {
     }
 
     /// Loads `path` and everything it needs that is not loaded yet.
-    pub(crate) fn load_tree(&self, reg: &Registry, path: &Path, file: File) -> Result<Tree> {
+    pub(crate) fn load_tree(&self, reg: &Registry, path: &Path, opened: Opened) -> Result<Tree> {
         let mut new: Vec<Arc<Object>> = Vec::new();
-        match self.load_tree_inner(reg, path, file, &mut new) {
+        match self.load_tree_inner(reg, path, opened, &mut new) {
             Ok(root) => Ok(Tree { root, new }),
             Err(e) => {
                 for o in &new {
@@ -129,15 +133,14 @@ impl<'a> Loader<'a> {
         &self,
         reg: &Registry,
         path: &Path,
-        file: File,
+        mut opened: Opened,
         new: &mut Vec<Arc<Object>>,
     ) -> Result<Arc<Object>> {
-        let (file, info) = Object::identify(path, file)?;
-        let id = info.id;
+        let id = opened.info(path)?.id;
         if let Some(e) = reg.by_file(id) {
             return Ok(e.obj.clone());
         }
-        let root = Arc::new(Object::load(path, file, info, &self.sys(path))?);
+        let root = Arc::new(Object::load(path, opened, &self.sys(path))?);
         new.push(root.clone());
         let mut queue = VecDeque::from([Queued {
             obj: root.clone(),
@@ -223,7 +226,7 @@ impl<'a> Loader<'a> {
             return Ok(Dep::Host(h));
         }
         let mut on_try = self.trying();
-        let (path, file) = search::find_library(
+        let (path, mut opened) = search::find_library(
             name,
             Some(&by.path),
             rpath,
@@ -231,8 +234,7 @@ impl<'a> Loader<'a> {
             &self.search,
             &mut on_try,
         )?;
-        let (file, info) = Object::identify(&path, file)?;
-        let id = info.id;
+        let id = opened.info(&path)?.id;
         if let Some(o) = new.iter().find(|o| o.file_id == id) {
             return Ok(Dep::Loaded(Arc::downgrade(o)));
         }
@@ -243,7 +245,7 @@ impl<'a> Loader<'a> {
             });
             return Ok(Dep::Loaded(Arc::downgrade(&e.obj)));
         }
-        let obj = Arc::new(Object::load(&path, file, info, &self.sys(&path))?);
+        let obj = Arc::new(Object::load(&path, opened, &self.sys(&path))?);
         new.push(obj.clone());
         let mut inherited = rpath.to_vec();
         inherited.dedup();

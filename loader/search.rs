@@ -31,6 +31,68 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::error::Error;
 
+/// What `fstat` says about a library file.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FileInfo {
+    /// `(st_dev, st_ino)`.
+    pub id: (u64, u64),
+    /// `st_size`.
+    pub size: u64,
+    /// `(st_size, st_mtime, st_mtime_nsec, st_ctime, st_ctime_nsec)`: a file
+    /// rewritten in place with its mtime restored still changes ctime.
+    pub stamp: (u64, i64, i64, i64, i64),
+}
+
+impl FileInfo {
+    /// `fstat` of the opened `file`, which must be a regular file.
+    pub(crate) fn of(path: &Path, file: &File) -> Result<FileInfo, Error> {
+        let m = file.metadata().map_err(|e| Error::io(path, "fstat", e))?;
+        if !m.is_file() {
+            return Err(Error::malformed(path, "not a regular file", None));
+        }
+        Ok(FileInfo {
+            id: (m.dev(), m.ino()),
+            size: m.size(),
+            stamp: (
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec(),
+            ),
+        })
+    }
+}
+
+/// The file a search found, opened, with what checking it learnt, which
+/// the loader uses instead of asking again: a candidate searched by name
+/// was `fstat`ed and its first `min(4096, size)` bytes read (one `pread`)
+/// to check its ELF header. A name given as a path is only opened: the
+/// loader's own `fstat` ([`Opened::info`]) and read (`read_plan`) then
+/// happen once, as for a file the search did not check.
+#[derive(Debug)]
+pub(crate) struct Opened {
+    /// The open file (`O_RDONLY | O_NONBLOCK | O_CLOEXEC`).
+    pub file: File,
+    /// What `fstat` said; `None` until asked.
+    pub info: Option<FileInfo>,
+    /// The file's first bytes, as far as read (empty: none read yet).
+    pub head: Vec<u8>,
+}
+
+impl Opened {
+    /// What `fstat` says of the file: the search's answer, else asked now
+    /// (and kept). Fails for a file that is not a regular file.
+    pub(crate) fn info(&mut self, path: &Path) -> Result<FileInfo, Error> {
+        if let Some(info) = self.info {
+            return Ok(info);
+        }
+        let info = FileInfo::of(path, &self.file)?;
+        self.info = Some(info);
+        Ok(info)
+    }
+}
+
 /// The cache `ldconfig` writes.
 const LD_SO_CACHE: &str = "/etc/ld.so.cache";
 /// glibc's system search path on Debian 12 x86-64, in order.
@@ -123,7 +185,7 @@ pub(crate) fn find_library(
     runpath: &[PathBuf],
     config: &SearchConfig,
     on_try: &mut dyn FnMut(&Path, &'static str, bool),
-) -> Result<(PathBuf, File), Error> {
+) -> Result<(PathBuf, Opened), Error> {
     let path = SearchPath {
         rpath,
         library_path: &config.library_path,
@@ -144,7 +206,7 @@ pub(crate) fn search(
     path: &SearchPath<'_>,
     config: &SearchConfig,
     on_try: &mut dyn FnMut(&Path, &'static str, bool),
-) -> Result<(PathBuf, File), Error> {
+) -> Result<(PathBuf, Opened), Error> {
     let mut p = Prober {
         on_try,
         tried: Vec::new(),
@@ -206,8 +268,8 @@ impl Prober<'_> {
         &mut self,
         path: PathBuf,
         source: &'static str,
-        usable: fn(&Path) -> Option<File>,
-    ) -> Option<(PathBuf, File)> {
+        usable: fn(&Path) -> Option<Opened>,
+    ) -> Option<(PathBuf, Opened)> {
         let found = usable(&path);
         (self.on_try)(&path, source, found.is_some());
         if let Some(f) = found {
@@ -224,7 +286,7 @@ impl Prober<'_> {
         dirs: &[PathBuf],
         subdirs: &[String],
         source: &'static str,
-    ) -> Option<(PathBuf, File)> {
+    ) -> Option<(PathBuf, Opened)> {
         for dir in dirs {
             for sub in subdirs {
                 let candidate = dir.join(sub).join(OsStr::from_bytes(name));
@@ -243,7 +305,7 @@ fn search_dirs(
     path: &SearchPath<'_>,
     config: &SearchConfig,
     p: &mut Prober<'_>,
-) -> Option<(PathBuf, File)> {
+) -> Option<(PathBuf, Opened)> {
     let lists = [
         (path.rpath, "RPATH"),
         (path.library_path, "LD_LIBRARY_PATH"),
@@ -273,21 +335,9 @@ fn expand_needed(name: &str, needed_by: &Path) -> Option<Vec<u8>> {
     expand_here(name.as_bytes(), origin)
 }
 
-/// Opens `path` for reading if it is a regular file. `O_NONBLOCK` keeps a
-/// FIFO planted in a search directory from hanging the search.
-fn open_regular(path: &Path) -> Option<File> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .ok()?;
-    file.metadata().ok()?.is_file().then_some(file)
-}
-
-/// `path` opened, for a name given as a path: whether it is a regular
-/// file is checked by the loader's own `fstat`, which also gives it the
-/// file's identity (one `fstat` per load).
-fn open_path(path: &Path) -> Option<File> {
+/// Opens `path` for reading. `O_NONBLOCK` keeps a FIFO planted in a
+/// search directory from hanging the search.
+fn open(path: &Path) -> Option<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -295,18 +345,38 @@ fn open_path(path: &Path) -> Option<File> {
         .ok()
 }
 
+/// `path` opened, for a name given as a path: whether it is a regular
+/// file is checked by the loader's own `fstat`, which also gives it the
+/// file's identity (one `fstat` per load).
+fn open_path(path: &Path) -> Option<Opened> {
+    Some(Opened {
+        file: open(path)?,
+        info: None,
+        head: Vec::new(),
+    })
+}
+
 /// `path` opened, if it is a regular file that starts with an ELF64
 /// little-endian header for x86-64 (`EM_X86_64`, 62). The loader goes on
-/// with this descriptor: the file is opened once per load, as in glibc.
-fn is_elf_x86_64(path: &Path) -> Option<File> {
-    let file = open_regular(path)?;
-    let mut h = [0u8; 64];
-    let ok = file.read_exact_at(&mut h, 0).is_ok()
+/// with this descriptor, what `fstat` said and the bytes read for the
+/// check (the first 4 KiB, where the program headers usually are): the
+/// file is opened, `fstat`ed and read once per load, as in glibc.
+fn is_elf_x86_64(path: &Path) -> Option<Opened> {
+    let file = open(path)?;
+    let info = FileInfo::of(path, &file).ok()?;
+    let mut head = vec![0u8; info.size.min(4096) as usize];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let h = &head;
+    let ok = h.len() >= 64
         && h.starts_with(b"\x7fELF")
         && h[4] == 2
         && h[5] == 1
         && u16::from_le_bytes([h[18], h[19]]) == 62;
-    ok.then_some(file)
+    ok.then_some(Opened {
+        file,
+        info: Some(info),
+        head,
+    })
 }
 
 /// Bytes as a path.
@@ -924,8 +994,12 @@ fn load_cache(path: &Path) -> Option<Arc<Cache>> {
         }
     }
     // The identity is the opened file's: the one that is mapped.
-    let file = open_regular(path)?;
-    let id = FileId::new(path, &file.metadata().ok()?);
+    let file = open(path)?;
+    let m = file.metadata().ok()?;
+    if !m.is_file() {
+        return None;
+    }
+    let id = FileId::new(path, &m);
     let bytes = if id.stat.2 == 0 {
         CacheBytes::Owned(Vec::new())
     } else {
@@ -1836,6 +1910,66 @@ mod tests {
             split_dirs(b"/a;/b:/a", b":;", |e| expand(e, o, false, p)),
             vec![PathBuf::from("/a"), PathBuf::from("/b")]
         );
+    }
+
+    /// A candidate found by name comes with its `fstat` and first
+    /// `min(4096, size)` bytes; one named by path with neither (the
+    /// loader asks for them).
+    #[test]
+    fn search_keeps_what_the_check_learnt() {
+        let t = TempDir::new("opened");
+        let bytes = libz();
+        let lib = t.write("a/libz.so.1", &bytes);
+        let small = t.write("b/libz.so.1", &bytes[..1000]);
+        let m = fs::metadata(&lib).expect("stat");
+        let c = config(&[&t.path("a")], &[], &[""]);
+        let (p, mut opened) =
+            find_library("libz.so.1", None, &[], &[], &c, &mut |_, _, _| {}).expect("found");
+        assert_eq!(p, lib);
+        let info = opened.info.expect("stat'ed by the search");
+        assert_eq!(info.id, (m.dev(), m.ino()));
+        assert_eq!(info.size, bytes.len() as u64);
+        assert_eq!(
+            info.stamp,
+            (
+                m.size(),
+                m.mtime(),
+                m.mtime_nsec(),
+                m.ctime(),
+                m.ctime_nsec()
+            )
+        );
+        assert_eq!(opened.head, bytes[..4096]);
+        assert_eq!(opened.info(&p).expect("known").id, info.id);
+        // A file shorter than 4 KiB is read whole.
+        let c = config(&[&t.path("b")], &[], &[""]);
+        let (p, opened) =
+            find_library("libz.so.1", None, &[], &[], &c, &mut |_, _, _| {}).expect("found");
+        assert_eq!((p, opened.head), (small, bytes[..1000].to_vec()));
+        // By path: only opened; `info` asks now and keeps the answer.
+        let (p, mut opened) = find_library(
+            lib.to_str().expect("utf-8"),
+            None,
+            &[],
+            &[],
+            &c,
+            &mut |_, _, _| {},
+        )
+        .expect("found");
+        assert!(opened.info.is_none() && opened.head.is_empty());
+        assert_eq!(opened.info(&p).expect("fstat").id, info.id);
+        assert!(opened.info.is_some());
+        let dir = t.path("a");
+        let (p, mut opened) = find_library(
+            dir.to_str().expect("utf-8"),
+            None,
+            &[],
+            &[],
+            &c,
+            &mut |_, _, _| {},
+        )
+        .expect("a path is only opened");
+        assert!(matches!(opened.info(&p), Err(Error::Malformed { .. })));
     }
 
     #[test]
