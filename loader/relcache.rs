@@ -923,11 +923,12 @@ pub(crate) fn fingerprint(scope: &Scope, forked: bool) -> std::result::Result<Fi
                         o.name
                     ));
                 };
+                // (Its build-id or file identifies it: its symbol tables,
+                // read only when a lookup needs them, are not asked.)
                 h.word(1);
                 for w in id {
                     h.word(w);
                 }
-                h.word(o.symtab.len() as u64);
                 if forked {
                     h.word(o.base as u64);
                 }
