@@ -311,7 +311,9 @@ fn search_dirs(
         (path.library_path, "LD_LIBRARY_PATH"),
         (path.runpath, "RUNPATH"),
     ];
-    for (dirs, source) in lists {
+    // (An empty list asks nothing: the subdirectories depend on the CPU,
+    // detected only when a directory is searched.)
+    for (dirs, source) in lists.into_iter().filter(|(d, _)| !d.is_empty()) {
         if let Some(found) = p.try_dirs(name, dirs, config.subdirs(), source) {
             return Some(found);
         }
@@ -973,7 +975,7 @@ impl FileId {
 /// Looks `name` up in the cache at `path`.
 fn cache_lookup(path: &Path, name: &[u8]) -> Option<PathBuf> {
     load_cache(path)?
-        .lookup(name, host())
+        .lookup_with(name, host)
         .map(Path::to_path_buf)
 }
 
@@ -1164,11 +1166,28 @@ impl Cache {
     /// glibc's `search_cache`, except that names compare exactly: among the
     /// entries named `name`, the best usable `glibc-hwcaps` one, else the
     /// first usable legacy one.
+    #[cfg(test)]
     fn lookup(&self, name: &[u8], host: &Host) -> Option<&Path> {
-        let exclude = !(host.hwcap | HWCAP_PLATFORMS | HWCAP_TLS);
-        let platform = platform_bit(host.platform.as_deref());
+        self.lookup_with(name, || host)
+    }
+
+    /// [`Cache::lookup`], asking for the host's features only when an
+    /// entry has hwcap bits: the usual entry (no bits) needs none of them,
+    /// and detecting them costs a `cpuid`, which a virtual machine traps.
+    fn lookup_with<'h>(&self, name: &[u8], host: impl Fn() -> &'h Host) -> Option<&Path> {
         let mut best: Option<(&[u8], u32)> = None;
         for e in self.entries().filter(|e| e.key == name) {
+            if e.hwcap == 0 {
+                // A legacy entry with no requirements: usable, and the
+                // answer unless a glibc-hwcaps entry came first.
+                if best.is_some() {
+                    break;
+                }
+                return Some(Path::new(OsStr::from_bytes(e.value)));
+            }
+            let host = host();
+            let exclude = !(host.hwcap | HWCAP_PLATFORMS | HWCAP_TLS);
+            let platform = platform_bit(host.platform.as_deref());
             let named = is_hwcaps_entry(e.hwcap);
             if named && !isa_compatible(e.hwcap, host.isa) {
                 continue;
@@ -1564,6 +1583,12 @@ mod tests {
                 cache.lookup(b"libfoo.so.01", &host_with(ISA_BASELINE)),
                 None,
                 "names compare exactly"
+            );
+            // An entry without hwcap bits needs none of the CPU's features:
+            // they are not even detected.
+            assert_eq!(
+                cache.lookup_with(b"libc.so.6", || -> &Host { panic!("the host was asked") }),
+                Some(Path::new(LIBC))
             );
         }
         // The old format alone.
