@@ -1163,17 +1163,18 @@ fn hwcaps_names(b: &[u8], ext: usize) -> Vec<Option<Vec<u8>>> {
 }
 
 impl Cache {
-    /// glibc's `search_cache`, except that names compare exactly: among the
-    /// entries named `name`, the best usable `glibc-hwcaps` one, else the
-    /// first usable legacy one.
+    /// [`Cache::lookup_with`] on a host already known.
     #[cfg(test)]
     fn lookup(&self, name: &[u8], host: &Host) -> Option<&Path> {
         self.lookup_with(name, || host)
     }
 
-    /// [`Cache::lookup`], asking for the host's features only when an
-    /// entry has hwcap bits: the usual entry (no bits) needs none of them,
-    /// and detecting them costs a `cpuid`, which a virtual machine traps.
+    /// glibc's `search_cache`, except that names compare exactly: among the
+    /// entries named `name`, the best usable `glibc-hwcaps` one, else the
+    /// first usable legacy one. The host's features are asked for only at
+    /// an entry with hwcap bits: the usual entry (no bits) needs none of
+    /// them, and detecting them costs a `cpuid`, which a virtual machine
+    /// traps.
     fn lookup_with<'h>(&self, name: &[u8], host: impl Fn() -> &'h Host) -> Option<&Path> {
         let mut best: Option<(&[u8], u32)> = None;
         for e in self.entries().filter(|e| e.key == name) {
