@@ -26,7 +26,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::json::{parse_json, Json};
+use common::json::{rss_json, Json};
 use common::rss_workers::{WorkerReport, Workers};
 use common::{exclusive, processes_mentioning, TempDir, SOLOADER};
 use soloader::mem::{self, Measurement, SegmentKind};
@@ -242,21 +242,6 @@ fn read_shares_nothing() {
 
 // ---------------------------------------------------------------------------
 // `soloader rss --json`.
-
-fn rss_json(args: &[&str]) -> Json {
-    let out = Command::new(SOLOADER)
-        .arg("rss")
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("running soloader rss");
-    assert!(
-        out.status.success(),
-        "soloader rss {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    parse_json(&String::from_utf8(out.stdout).expect("UTF-8 output"))
-}
 
 fn run_of<'a>(doc: &'a Json, loader: &str) -> &'a Json {
     doc.get("runs")

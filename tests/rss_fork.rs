@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::json::{parse_json, Json};
+use common::json::{rss_json, Json};
 use common::{exclusive, processes_mentioning, TempDir, SOLOADER};
 use soloader::Options;
 
@@ -34,24 +34,6 @@ fn installed(name: &str, test: &str) -> bool {
         eprintln!("SKIP {test}: {name} is not installed");
     }
     ok
-}
-
-/// `soloader rss ARGS... --json`, parsed; panics with stderr on failure.
-fn rss_json(args: &[&str]) -> Json {
-    let out = Command::new(SOLOADER)
-        .arg("rss")
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("running soloader rss");
-    assert!(
-        out.status.success(),
-        "soloader rss {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let doc = parse_json(&String::from_utf8(out.stdout).expect("UTF-8 output"));
-    assert_eq!(doc.get("schema").str(), "soloader-rss/1");
-    doc
 }
 
 fn run_of<'a>(doc: &'a Json, loader: &str) -> &'a Json {

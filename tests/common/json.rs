@@ -223,3 +223,22 @@ impl Parser<'_> {
         }
     }
 }
+
+/// `soloader rss ARGS... --json`, parsed (schema `soloader-rss/1`); panics
+/// with its stderr on failure.
+pub fn rss_json(args: &[&str]) -> Json {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_soloader"))
+        .arg("rss")
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("running soloader rss");
+    assert!(
+        out.status.success(),
+        "soloader rss {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc = parse_json(&String::from_utf8(out.stdout).expect("UTF-8 output"));
+    assert_eq!(doc.get("schema").str(), "soloader-rss/1");
+    doc
+}
