@@ -780,6 +780,19 @@ fn stub_bytes(l: &Library) -> Vec<(usize, Vec<u8>)> {
 
 #[test]
 fn every_test_library_relocates_from_the_cache_exactly_as_it_did_itself() {
+    relocates_from_the_cache_as_it_did_itself(false);
+}
+
+/// The same in forked mode (`Options::relocation_cache_forked`): this
+/// process keeps its layout between the two loads, so the hit also maps
+/// the pages holding host addresses, which must be exactly what the cold
+/// load wrote.
+#[test]
+fn every_test_library_relocates_from_a_forked_mode_cache_as_it_did_itself() {
+    relocates_from_the_cache_as_it_did_itself(true);
+}
+
+fn relocates_from_the_cache_as_it_did_itself(forked: bool) {
     let _g = exclusive();
     let testlibs = common::testlibs();
     let mut names: Vec<String> = fs::read_dir(&testlibs)
@@ -789,12 +802,15 @@ fn every_test_library_relocates_from_the_cache_exactly_as_it_did_itself() {
         .collect();
     names.sort();
     let mut checked = Vec::new();
+    // Per library: (name, cacheable pages, pages shared).
+    let mut sharing: Vec<(String, usize, usize)> = Vec::new();
     for name in names {
         let lib = testlibs.join(&name);
         let cache = TempDir::private("every");
         let snap = Snapshot::new(&lib);
         let o = Options::new()
             .relocation_cache(cache.path())
+            .relocation_cache_forked(forked)
             .trace(snap.clone());
         let Ok(cold) = Library::open_with(&lib, &o) else {
             continue; // libraries that do not load at all (by design)
@@ -804,6 +820,7 @@ fn every_test_library_relocates_from_the_cache_exactly_as_it_did_itself() {
             continue;
         };
         let base = cold.base();
+        sharing.push((name.clone(), c.pages.len(), c.shared.len()));
         let mut before = snap.take();
         before.extend(stub_bytes(&cold));
         cold.close().unwrap();
@@ -816,6 +833,7 @@ fn every_test_library_relocates_from_the_cache_exactly_as_it_did_itself() {
         let snap = Snapshot::new(&lib);
         let o = Options::new()
             .relocation_cache(cache.path())
+            .relocation_cache_forked(forked)
             .trace(snap.clone());
         let warm = Library::open_with(&lib, &o).unwrap();
         let events = snap.events.events();
@@ -856,5 +874,16 @@ fn every_test_library_relocates_from_the_cache_exactly_as_it_did_itself() {
             checked.iter().any(|n| n == must),
             "{must} not checked: {checked:?}"
         );
+    }
+    // libdata and libdiamond_a hold pointers to libc's functions: private
+    // in exec mode, shared in forked mode (so the comparison above covered
+    // those pages too).
+    for lib in ["libdata.so", "libdiamond_a.so"] {
+        let &(_, pages, shared) = sharing.iter().find(|s| s.0 == lib).unwrap();
+        if forked {
+            assert_eq!(shared, pages, "{lib}: every page shared in forked mode");
+        } else {
+            assert!(shared < pages, "{lib}: {shared} of {pages} shared");
+        }
     }
 }
