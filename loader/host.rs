@@ -84,8 +84,10 @@ pub(crate) struct HostIndex {
     subs: u64,
 }
 
-/// A host object's symbol and version tables, read and validated (with
-/// [`Tables::parse`], as for soloader's own libraries) on first use.
+/// A host object's symbol and version tables, read and checked on first
+/// use ([`Tables::symbols`]: every table in bounds, as for soloader's own
+/// libraries; the per-symbol version check and the tables a lookup never
+/// reads are left to [`Tables::parse`], for the files soloader loads).
 struct LazyTables {
     /// The object's name, for errors.
     path: PathBuf,
@@ -106,8 +108,8 @@ impl LazyTables {
     /// a definition), as if it were not in the index.
     fn get(&self) -> &(SymTab<'static>, VersionTable) {
         self.tables.get_or_init(
-            || match Tables::parse(&self.path, &self.view, &self.dynamic) {
-                Ok(t) => (t.symtab, t.versions),
+            || match Tables::symbols(&self.path, &self.view, &self.dynamic) {
+                Ok(t) => t,
                 Err(_) => (no_symbols(), VersionTable::default()),
             },
         )

@@ -200,11 +200,16 @@ pub(crate) struct Tables<'a> {
 }
 
 impl<'a> Tables<'a> {
-    /// Validates every table `d` names against `view`.
-    pub(crate) fn parse(path: &Path, view: &View<'a>, d: &DynInfo) -> Result<Tables<'a>> {
+    /// The symbol and version tables alone, checked as far as lookups
+    /// need (every table in bounds): what a host object, loaded and in use
+    /// by the system loader, is read for. [`Tables::parse`] checks the rest.
+    pub(crate) fn symbols(
+        path: &Path,
+        view: &View<'a>,
+        d: &DynInfo,
+    ) -> Result<(SymTab<'a>, VersionTable)> {
         let bad = |what: &str, at: Option<u64>| Error::malformed(path, what, at);
         let ro = view.read_only();
-
         let strtab_addr = d.strtab.ok_or_else(|| bad("no DT_STRTAB", None))?;
         let strsz = d.strsz.ok_or_else(|| bad("no DT_STRSZ", None))?;
         let strtab = ro.bytes(strtab_addr, strsz).ok_or_else(|| {
@@ -213,25 +218,6 @@ impl<'a> Tables<'a> {
                 Some(strtab_addr),
             )
         })?;
-        let string = |what: &str, off: u64| -> Result<String> {
-            cstr_at(strtab, off)
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .ok_or_else(|| {
-                    bad(
-                        &format!("{what} string offset {off:#x} is outside DT_STRTAB"),
-                        Some(strtab_addr),
-                    )
-                })
-        };
-        let needed = d
-            .needed
-            .iter()
-            .map(|&o| string("DT_NEEDED", o))
-            .collect::<Result<Vec<_>>>()?;
-        let soname = d.soname.map(|o| string("DT_SONAME", o)).transpose()?;
-        let rpath = d.rpath.map(|o| string("DT_RPATH", o)).transpose()?;
-        let runpath = d.runpath.map(|o| string("DT_RUNPATH", o)).transpose()?;
-
         if d.syment
             .is_some_and(|e| e != std::mem::size_of::<Sym>() as u64)
         {
@@ -254,7 +240,37 @@ impl<'a> Tables<'a> {
             None => None,
         };
         let versions = versions::parse(path, &ro, strtab, d)?;
-        if let Some(vs) = versym {
+        Ok((SymTab::new(syms, strtab, hash, versym, &versions), versions))
+    }
+
+    /// Validates every table `d` names against `view`.
+    pub(crate) fn parse(path: &Path, view: &View<'a>, d: &DynInfo) -> Result<Tables<'a>> {
+        let bad = |what: &str, at: Option<u64>| Error::malformed(path, what, at);
+        let ro = view.read_only();
+        let (symtab, versions) = Self::symbols(path, view, d)?;
+        let strtab = symtab.strtab;
+        let string = |what: &str, off: u64| -> Result<String> {
+            cstr_at(strtab, off)
+                .map(|s| String::from_utf8_lossy(s).into_owned())
+                .ok_or_else(|| {
+                    bad(
+                        &format!("{what} string offset {off:#x} is outside DT_STRTAB"),
+                        d.strtab,
+                    )
+                })
+        };
+        let needed = d
+            .needed
+            .iter()
+            .map(|&o| string("DT_NEEDED", o))
+            .collect::<Result<Vec<_>>>()?;
+        let soname = d.soname.map(|o| string("DT_SONAME", o)).transpose()?;
+        let rpath = d.rpath.map(|o| string("DT_RPATH", o)).transpose()?;
+        let runpath = d.runpath.map(|o| string("DT_RUNPATH", o)).transpose()?;
+        // Every symbol's version index names a version (lookups would
+        // only miss a symbol whose index names none: a file that has one
+        // is refused before it is used).
+        if let Some(vs) = symtab.versym_table() {
             for (i, v) in vs.iter().enumerate() {
                 let ndx = usize::from(v & 0x7fff);
                 if ndx >= 2 && versions.get(ndx).is_none() {
@@ -265,7 +281,6 @@ impl<'a> Tables<'a> {
                 }
             }
         }
-        let symtab = SymTab::new(syms, strtab, hash, versym, &versions);
 
         let mut relocs = Vec::new();
         if let Some(t) = reloc_table::<Rel>(path, &ro, "DT_REL", d.rel, d.relsz, d.relent)? {

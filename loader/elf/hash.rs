@@ -416,6 +416,11 @@ impl<'a> SymTab<'a> {
 
     /// The raw `VERSYM` entry of symbol `i` (1 = global when absent).
     #[inline]
+    /// `DT_VERSYM`, one entry per symbol, if the object has one.
+    pub(crate) fn versym_table(&self) -> Option<&Table<'a, u16>> {
+        self.versym.as_ref()
+    }
+
     pub(crate) fn versym(&self, i: usize) -> u16 {
         self.versym.and_then(|v| v.get(i)).unwrap_or(1)
     }
