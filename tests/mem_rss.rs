@@ -26,7 +26,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::json::{rss_json, Json};
+use common::json::{rss_json, run_of, Json};
 use common::rss_workers::{WorkerReport, Workers};
 use common::{exclusive, processes_mentioning, TempDir, SOLOADER};
 use soloader::mem::{self, Measurement, SegmentKind};
@@ -242,14 +242,6 @@ fn read_shares_nothing() {
 
 // ---------------------------------------------------------------------------
 // `soloader rss --json`.
-
-fn run_of<'a>(doc: &'a Json, loader: &str) -> &'a Json {
-    doc.get("runs")
-        .arr()
-        .iter()
-        .find(|r| r.get("loader").str() == loader)
-        .unwrap_or_else(|| panic!("no {loader} run"))
-}
 
 fn max_private(run: &Json) -> f64 {
     run.get("total")

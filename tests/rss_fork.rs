@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::json::{rss_json, Json};
+use common::json::{rss_json, run_of, Json};
 use common::{exclusive, processes_mentioning, TempDir, SOLOADER};
 use soloader::Options;
 
@@ -34,14 +34,6 @@ fn installed(name: &str, test: &str) -> bool {
         eprintln!("SKIP {test}: {name} is not installed");
     }
     ok
-}
-
-fn run_of<'a>(doc: &'a Json, loader: &str) -> &'a Json {
-    doc.get("runs")
-        .arr()
-        .iter()
-        .find(|r| r.get("loader").str() == loader)
-        .unwrap_or_else(|| panic!("no {loader} run"))
 }
 
 /// The run's summary of segment kind `kind`, if any worker has one.

@@ -242,3 +242,12 @@ pub fn rss_json(args: &[&str]) -> Json {
     assert_eq!(doc.get("schema").str(), "soloader-rss/1");
     doc
 }
+
+/// The run of loader `loader` in an rss document.
+pub fn run_of<'a>(doc: &'a Json, loader: &str) -> &'a Json {
+    doc.get("runs")
+        .arr()
+        .iter()
+        .find(|r| r.get("loader").str() == loader)
+        .unwrap_or_else(|| panic!("no {loader} run"))
+}
