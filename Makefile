@@ -5,11 +5,13 @@ CARGO ?= cargo
 TARGET_DIR := $(if $(CARGO_TARGET_DIR),$(CARGO_TARGET_DIR),target)
 TESTLIBS := $(abspath $(TARGET_DIR))/testlibs
 SOLOADER := $(CARGO) run --quiet --bin soloader --
+# The demo's relocation cache (made afresh by each make demo).
+DEMO_CACHE := $(abspath $(TARGET_DIR))/demo-relocation-cache
 
 .PHONY: help demo test bench clean fmt lint
 
 help:
-	@echo "make demo   soloader rss: what 4 processes share of one library, three ways; then one load"
+	@echo "make demo   soloader rss: what 4 processes share of one library, three ways, then with the relocation cache; then one load"
 	@echo "make test   run the whole test suite (unit, integration, CLI and doc tests)"
 	@echo "make bench  soloader vs glibc: load, unload, lookup (table + target/bench.json)"
 	@echo "make lint   cargo fmt --check and cargo clippy -D warnings"
@@ -34,6 +36,15 @@ demo:
 	@echo "     copy-on-write copies; compare soloader's column with dlopen's."
 	@echo "   - read: every process holds its own copy of the whole file (debug info included),"
 	@echo "     nothing is shared: the copy mmap avoids."
+	@echo
+	@echo "== The relocation cache: the same library in 4 workers forked from this one (as a pre-fork"
+	@echo "   server starts them), with --relocation-cache. Worker 0 relocates it and saves the"
+	@echo "   relocated pages to a cache file; workers 1-3 map them from that file instead of"
+	@echo "   relocating. relro becomes one physical copy, and nothing is private. The price: the"
+	@echo "   library sits at a fixed address derived from its build-id (no ASLR for it)."
+	@echo
+	@rm -rf $(DEMO_CACHE)
+	$(SOLOADER) rss $(TESTLIBS)/libbigtext.so --procs 4 --fork --relocation-cache $(DEMO_CACHE) --call bigtext_run 1024
 	@echo
 	@echo "== And how each segment was mapped, for one load (soloader call --segments):"
 	@echo

@@ -453,15 +453,22 @@ fn load_soloader(
                 });
             }
         }
+        let stubs = if c.stubs == 0 {
+            "no stubs".to_string()
+        } else {
+            format!(
+                "{} stubs; data includes the stub code ({}) and table ({}) after the span",
+                c.stubs,
+                kib((c.stub_code.end - c.stub_code.start) as u64),
+                kib((c.stub_table.end - c.stub_table.start) as u64),
+            )
+        };
         notes.push(format!(
-            "relocation cache {} ({}): {} of {} cacheable pages shared from the cache file, {} stubs; data includes the stub code ({}) and table ({}) after the span",
+            "relocation cache {} ({}): {} of {} cacheable pages shared from the cache file, {stubs}",
             if c.hit { "hit" } else { "miss" },
             c.file.display(),
             c.shared.len(),
             c.pages.len(),
-            c.stubs,
-            kib((c.stub_code.end - c.stub_code.start) as u64),
-            kib((c.stub_table.end - c.stub_table.start) as u64),
         ));
     } else if relocation_cache.is_some() {
         notes.push("relocation cache not used (see `soloader trace --relocation-cache`)".into());
