@@ -101,8 +101,10 @@
 //! library's memory). The header is checked by every load; the contents
 //! by the first load in each process of each file: the process remembers
 //! a file it verified by device, inode, size, mtime and ctime (a write
-//! changes the ctime, which only the kernel sets) and later loads of the
-//! same unchanged file re-check only its header. A file that fails any check is
+//! changes the ctime, which only the kernel sets; a file is remembered
+//! only once its ctime is a second old, as timestamps come from a coarse
+//! clock) and later loads of the same unchanged file re-check only its
+//! header. A file that fails any check is
 //! ignored with a trace event
 //! ([`crate::Event::RelocationCache`]) and rewritten by this load: a bad
 //! file is never a reason to fail a load. (A load can still fail after a
@@ -997,7 +999,26 @@ fn verified(key: &VerifiedKey) -> Option<Arc<[u8]>> {
         .map(|(_, b)| Arc::clone(b))
 }
 
+/// How long before its verification a file must have last changed for
+/// its identity to vouch for its contents.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Remembers that the file `key` names was verified, unless it changed
+/// too recently for that to hold: file timestamps come from a coarse
+/// clock (a few milliseconds a tick on older kernels), so a write in the
+/// same tick as the change before it can leave mtime and ctime as they
+/// were. A file whose ctime is at least [`SETTLED`] old when it is
+/// verified cannot change again without a later ctime. (Git's "racy
+/// clean" entries are the same problem.)
 fn remember_verified(key: VerifiedKey, header: Vec<u8>) {
+    let changed = std::time::UNIX_EPOCH
+        + std::time::Duration::new(key[5].max(0) as u64, key[6].clamp(0, 999_999_999) as u32);
+    let settled = std::time::SystemTime::now()
+        .duration_since(changed)
+        .is_ok_and(|age| age >= SETTLED);
+    if !settled {
+        return;
+    }
     let mut v = VERIFIED.lock().unwrap_or_else(|e| e.into_inner());
     v.retain(|(k, _)| *k != key);
     if v.len() >= VERIFIED_FILES {
@@ -2407,6 +2428,35 @@ mod tests {
         // Sizes that overflow.
         let huge = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 3, 0, 0, 0];
         assert_eq!(parse_build_id(&huge, 8), None);
+    }
+
+    #[test]
+    fn only_settled_files_are_remembered_as_verified() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        let key = |ino: i64, age: u64| {
+            let t = now - std::time::Duration::from_secs(age);
+            [
+                -7,
+                ino,
+                4096,
+                t.as_secs() as i64,
+                0,
+                t.as_secs() as i64,
+                i64::from(t.subsec_nanos()),
+            ]
+        };
+        // Changed just now: a write in the same clock tick could leave
+        // these timestamps as they are, so the contents are checked again.
+        remember_verified(key(1, 0), vec![1]);
+        assert!(verified(&key(1, 0)).is_none());
+        // Changed two seconds ago: any change from now on has a later ctime.
+        remember_verified(key(2, 2), vec![2]);
+        assert_eq!(verified(&key(2, 2)).as_deref(), Some(&[2u8][..]));
+        let mut other = key(2, 2);
+        other[6] += 1;
+        assert!(verified(&other).is_none(), "another ctime is another file");
     }
 
     #[test]

@@ -384,10 +384,14 @@ fn a_corrupt_cache_file_is_ignored_and_rewritten() {
         assert_eq!(arith(&l), expected);
         drop(l);
     }
-    // This process verified the good file (the last load above was a hit)
-    // and remembers it: a later load re-reads only what changed. A page
-    // byte flipped in place with the old mtime put back still changes the
-    // file's ctime, which the kernel alone sets: caught.
+    // A process remembers a file it verified once the file has settled
+    // (its ctime a second old) and then re-checks only its header. A page
+    // byte flipped in place after that, with the old mtime put back,
+    // still changes the file's ctime, which the kernel alone sets: caught.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (l, _) = load(&lib, Some(cache.path()));
+    assert!(used(&l).hit, "the settled file is used (and remembered)");
+    drop(l);
     let mtime = fs::metadata(&file).unwrap().modified().unwrap();
     edit_file(&file, |b| b[header_len + 100] ^= 0x40);
     fs::File::options()
