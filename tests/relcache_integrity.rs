@@ -424,6 +424,88 @@ fn a_corrupt_cache_file_is_ignored_and_rewritten() {
     );
 }
 
+/// Every damage to a cache file is caught, wherever it falls: a property
+/// test over 300 random damages of one file (a flipped bit, a run of
+/// random bytes, a truncation, bytes appended, two words swapped). Each
+/// time the file is ignored (never mapped), the load gives the uncached
+/// answers, and the file is rewritten as it was.
+#[test]
+fn random_damage_to_a_cache_file_is_always_caught() {
+    let _g = exclusive();
+    let libs = TempDir::private("libs");
+    let cache = TempDir::private("cache");
+    let lib = libs.copy_lib("libarith.so");
+    let (l, _) = load(&lib, Some(cache.path()));
+    let expected = arith(&l);
+    drop(l);
+    let file = cache_files(&cache).pop().unwrap();
+    let good = fs::read(&file).unwrap();
+    // xorshift64: the same damages every run.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut tried = 0;
+    for round in 0..300 {
+        let mut bad = good.clone();
+        let at = |r: u64, len: usize| (r % len as u64) as usize;
+        let what = match next() % 5 {
+            0 => {
+                let i = at(next(), bad.len());
+                bad[i] ^= 1 << (next() % 8);
+                "a flipped bit"
+            }
+            1 => {
+                let i = at(next(), bad.len());
+                let n = (1 + at(next(), 64)).min(bad.len() - i);
+                for b in &mut bad[i..i + n] {
+                    *b = next() as u8;
+                }
+                "a run of random bytes"
+            }
+            2 => {
+                bad.truncate(at(next(), bad.len()));
+                "truncated"
+            }
+            3 => {
+                let n = 1 + at(next(), 8192);
+                bad.extend((0..n).map(|_| next() as u8));
+                "bytes appended"
+            }
+            _ => {
+                let (i, j) = (at(next(), bad.len() / 8) * 8, at(next(), bad.len() / 8) * 8);
+                for k in 0..8 {
+                    bad.swap(i + k, j + k);
+                }
+                "two words swapped"
+            }
+        };
+        if bad == good {
+            continue;
+        }
+        tried += 1;
+        edit_file(&file, |b| *b = bad);
+        let (l, events) = load(&lib, Some(cache.path()));
+        let u = used(&l);
+        assert!(
+            !u.hit && has_event(&events, "ignored", ""),
+            "round {round} ({what}): the damaged file was used: {:?}",
+            cache_events(&events)
+        );
+        assert_eq!(arith(&l), expected, "round {round} ({what})");
+        drop(l);
+        assert_eq!(
+            fs::read(&file).unwrap(),
+            good,
+            "round {round} ({what}): rewritten"
+        );
+    }
+    assert!(tried > 250, "only {tried} damages differed from the file");
+}
+
 /// The relocation-cache events about the file named `name`: what happened.
 fn cache_events_of(events: &[Event], name: &str) -> Vec<&'static str> {
     events
