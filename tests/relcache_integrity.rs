@@ -330,9 +330,20 @@ fn edit_file(f: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
     fs::set_permissions(f, fs::Permissions::from_mode(mode)).unwrap();
 }
 
-#[test]
-fn a_corrupt_cache_file_is_ignored_and_rewritten() {
-    let _g = exclusive();
+/// A private copy of libarith, loaded once with a cache in a new
+/// directory: its answers, and the cache file that load wrote.
+struct ArithCache {
+    /// Holds the library copy.
+    libs: TempDir,
+    cache: TempDir,
+    lib: PathBuf,
+    expected: Vec<String>,
+    file: PathBuf,
+    /// The file's contents as written.
+    good: Vec<u8>,
+}
+
+fn arith_cache() -> ArithCache {
     let libs = TempDir::private("libs");
     let cache = TempDir::private("cache");
     let lib = libs.copy_lib("libarith.so");
@@ -341,6 +352,27 @@ fn a_corrupt_cache_file_is_ignored_and_rewritten() {
     drop(l);
     let file = cache_files(&cache).pop().unwrap();
     let good = fs::read(&file).unwrap();
+    ArithCache {
+        libs,
+        cache,
+        lib,
+        expected,
+        file,
+        good,
+    }
+}
+
+#[test]
+fn a_corrupt_cache_file_is_ignored_and_rewritten() {
+    let _g = exclusive();
+    let ArithCache {
+        libs: _libs,
+        cache,
+        lib,
+        expected,
+        file,
+        good,
+    } = arith_cache();
     let header_len = u64::from_le_bytes(good[16..24].try_into().unwrap()) as usize;
     assert!(header_len > 0 && header_len < good.len());
 
@@ -432,14 +464,14 @@ fn a_corrupt_cache_file_is_ignored_and_rewritten() {
 #[test]
 fn random_damage_to_a_cache_file_is_always_caught() {
     let _g = exclusive();
-    let libs = TempDir::private("libs");
-    let cache = TempDir::private("cache");
-    let lib = libs.copy_lib("libarith.so");
-    let (l, _) = load(&lib, Some(cache.path()));
-    let expected = arith(&l);
-    drop(l);
-    let file = cache_files(&cache).pop().unwrap();
-    let good = fs::read(&file).unwrap();
+    let ArithCache {
+        libs: _libs,
+        cache,
+        lib,
+        expected,
+        file,
+        good,
+    } = arith_cache();
     // xorshift64: the same damages every run.
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
